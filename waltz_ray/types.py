@@ -1,0 +1,145 @@
+"""Typed records that flow through one WaltzRL step: completions, verdicts, episodes, samples.
+
+Plain frozen dataclasses with no heavy imports, so every layer (core, engines, runtime, serve) can share them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+AgentName = Literal["conversation", "feedback"]
+PromptLabel = Literal["harmful", "benign", "general"]
+SampleKind = Literal["A", "B", "feedback"]
+AGENTS: tuple[AgentName, AgentName] = ("conversation", "feedback")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One generated turn: the rendered state it continued and the tokens it produced.
+
+    ``logprobs[i]`` is the log-probability of ``token_ids[i]`` under the policy that sampled it
+    (version ``policy_version``); engines that cannot report it leave the tuple empty.
+    """
+
+    text: str
+    prompt_token_ids: tuple[int, ...]
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...] = ()
+    finish_reason: str = "stop"
+    policy_version: int = 0
+
+
+@dataclass(frozen=True)
+class FeedbackVerdict:
+    """The feedback agent's output after parsing (SPEC §2).
+
+    ``ok`` is True only when exactly one JSON object with all four keys and boolean labels was found;
+    otherwise ``error`` says why and the labels are None.
+    """
+
+    ok: bool
+    unsafe: bool | None = None
+    overrefuse: bool | None = None
+    reasoning: str | None = None
+    feedback: str | None = None
+    error: str | None = None
+
+    @property
+    def flags_revision(self) -> bool:
+        """True when the protocol continues with a revision (a valid verdict with a raised label)."""
+        return self.ok and bool(self.unsafe or self.overrefuse)
+
+
+@dataclass(frozen=True)
+class JudgeVerdict:
+    """The judge's labels for one (prompt, response); ``error`` is set (labels None) when the judge failed."""
+
+    unsafe: bool | None
+    overrefuse: bool | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.unsafe is not None and self.overrefuse is not None
+
+    @classmethod
+    def failure(cls, reason: str) -> JudgeVerdict:
+        return cls(unsafe=None, overrefuse=None, error=reason)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A training or evaluation prompt with its ground-truth label (used by the rule judge and metrics)."""
+
+    text: str
+    label: PromptLabel
+    prompt_id: str = ""
+    source: str = ""
+    category: str = ""
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round of the protocol: response c_t, the feedback f_t on it (if asked for), and the judge on c_t."""
+
+    response: Completion
+    feedback: Completion | None = None
+    verdict: FeedbackVerdict | None = None
+    judge: JudgeVerdict | None = None
+
+
+@dataclass(frozen=True)
+class Episode:
+    """A whole conversation for one prompt: rounds c0[,f0][,c1[,f1]]... The last response is the final answer."""
+
+    episode_id: str
+    prompt: Prompt
+    rounds: tuple[Round, ...]
+
+    @property
+    def final(self) -> Round:
+        return self.rounds[-1]
+
+    @property
+    def revised(self) -> bool:
+        """True when feedback triggered at least one revision (what FTR counts)."""
+        return len(self.rounds) > 1
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training sample for one agent: state tokens -> action tokens with a scalar reward.
+
+    ``reward`` is None when the judge failed for a verdict the reward needs: such samples are masked,
+    never scored as zero.
+    """
+
+    agent: AgentName
+    kind: SampleKind
+    episode_id: str
+    completion: Completion
+    reward: float | None
+    reward_terms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def masked(self) -> bool:
+        return self.reward is None
+
+    @property
+    def policy_version(self) -> int:
+        return self.completion.policy_version
+
+
+Message = dict[str, str]
+"""One chat message: ``{"role": "system" | "user" | "assistant", "content": str}``."""
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling settings for one generate call (temperature 0 means greedy)."""
+
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
