@@ -1,0 +1,50 @@
+"""Test-wide environment: offline, loopback-only, caches under .cache/ (mirrors scripts/env.sh for bare pytest)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_CACHE = ROOT / ".cache"
+_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HOME": str(_CACHE / "hf"),
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "DS_ACCELERATOR": "cpu",
+    "GLOO_SOCKET_IFNAME": "lo",
+    "MASTER_ADDR": "127.0.0.1",
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "WANDB_MODE": "offline",
+    "WANDB_SILENT": "true",
+    "WANDB_DIR": str(_CACHE / "wandb"),
+    "WALTZ_RAY_CACHE": str(_CACHE / "waltz-ray"),
+    "TOKENIZERS_PARALLELISM": "false",
+}
+for _key, _value in _ENV.items():
+    os.environ.setdefault(_key, _value)
+
+
+def shared_data_dir() -> Path | None:
+    """../shared/data next to the repository (present for developers and CI), or $WALTZ_SHARED_DATA."""
+    env = os.environ.get("WALTZ_SHARED_DATA")
+    for candidate in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data"]:
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("../shared/data is not present")
+    return path

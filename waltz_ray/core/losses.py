@@ -1,0 +1,152 @@
+"""Policy-gradient losses for the learner: PPO-clipped surrogate, KL penalty, token-mean aggregation, log-probs.
+
+Pure functions over tensors; token-mean aggregation takes a global token count so data-parallel shards add up exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+KL_KINDS = ("k1", "k2", "k3")
+
+
+def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str) -> Tensor:
+    """Per-token estimate of KL(π ‖ π_ref) from sampled-token log-probs (Schulman's k1, k2, k3).
+
+    k1 = logp − ref_logp; k2 = ½(logp − ref_logp)²; k3 = exp(ref_logp − logp) − (ref_logp − logp) − 1 (≥ 0).
+
+    Shapes: logp [B, T], ref_logp [B, T] → [B, T] (any matching shape works).
+    """
+    if logp.shape != ref_logp.shape:
+        raise ValueError(f"logp and ref_logp shapes differ: {tuple(logp.shape)} vs {tuple(ref_logp.shape)}")
+    if kind == "k1":
+        return logp - ref_logp
+    if kind == "k2":
+        return 0.5 * (logp - ref_logp) ** 2
+    if kind == "k3":
+        log_ratio = ref_logp - logp
+        return torch.exp(log_ratio) - log_ratio - 1.0
+    raise ValueError(f"unknown KL estimator {kind!r}; valid kinds: {', '.join(KL_KINDS)}")
+
+
+def token_sum_mean(values: Tensor, mask: Tensor, num_tokens: float | None = None) -> Tensor:
+    """Token-mean aggregation: sum(values · mask) / num_tokens.
+
+    ``num_tokens`` defaults to mask.sum() (at least 1). When a batch is split across data-parallel shards or
+    micro-batches, pass every piece the GLOBAL token count: the pieces' losses (and gradients) then sum exactly
+    to the whole-batch loss, whatever the piece sizes; a per-piece mean would weight short pieces too heavily.
+
+    Shapes: values [B, T], mask [B, T] → scalar.
+    """
+    if values.shape != mask.shape:
+        raise ValueError(f"values and mask shapes differ: {tuple(values.shape)} vs {tuple(mask.shape)}")
+    weights = mask.to(values.dtype)
+    if num_tokens is None:
+        return (values * weights).sum() / weights.sum().clamp(min=1.0)
+    if num_tokens <= 0:
+        raise ValueError(f"num_tokens must be positive, got {num_tokens}")
+    return (values * weights).sum() / num_tokens
+
+
+@dataclass(frozen=True)
+class PolicyLossStats:
+    """Detached diagnostics of one policy-loss call, averaged over this call's action tokens.
+
+    clip_fraction: share of action tokens where the clipped branch set the objective (so they get no gradient).
+    approx_kl: mean of old_logp − logp, a k1 estimate of KL(π_old ‖ π_new).
+    ratio_max, ratio_mean: max and mean of s = π_new / π_old (1.0 when there are no action tokens).
+    """
+
+    clip_fraction: float
+    approx_kl: float
+    ratio_max: float
+    ratio_mean: float
+
+
+def policy_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    clip_eps: float = 0.2,
+    num_tokens: float | None = None,
+) -> tuple[Tensor, PolicyLossStats]:
+    """PPO-clipped surrogate: loss = −token_mean(min(s·Â, clip(s, 1−ε, 1+ε)·Â)), s = exp(logp − old_logp).
+
+    ``old_logp`` and ``advantages`` are treated as constants. ``num_tokens`` is the global action-token count
+    (see ``token_sum_mean``); the stats always use this call's own tokens.
+
+    Shapes: logp, old_logp, advantages, mask [B, T] → (scalar loss with grad, PolicyLossStats).
+    """
+    for name, other in (("old_logp", old_logp), ("advantages", advantages), ("mask", mask)):
+        if other.shape != logp.shape:
+            raise ValueError(f"{name} shape {tuple(other.shape)} differs from logp shape {tuple(logp.shape)}")
+    if clip_eps < 0:
+        raise ValueError(f"clip_eps must be non-negative, got {clip_eps}")
+    old_logp = old_logp.detach()
+    advantages = advantages.detach()
+    ratio = torch.exp(logp - old_logp)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
+    loss = -token_sum_mean(torch.minimum(unclipped, clipped), mask, num_tokens)
+    return loss, _policy_stats(ratio.detach(), unclipped.detach(), clipped.detach(), logp.detach(), old_logp, mask)
+
+
+def _policy_stats(
+    ratio: Tensor, unclipped: Tensor, clipped: Tensor, logp: Tensor, old_logp: Tensor, mask: Tensor
+) -> PolicyLossStats:
+    action = mask > 0
+    if not bool(action.any()):
+        return PolicyLossStats(clip_fraction=0.0, approx_kl=0.0, ratio_max=1.0, ratio_mean=1.0)
+    # Strictly smaller: where both branches agree, clipping did not change the objective.
+    was_clipped = (clipped < unclipped)[action]
+    return PolicyLossStats(
+        clip_fraction=float(was_clipped.float().mean().item()),
+        approx_kl=float((old_logp - logp)[action].float().mean().item()),
+        ratio_max=float(ratio[action].max().item()),
+        ratio_mean=float(ratio[action].float().mean().item()),
+    )
+
+
+def kl_penalty_loss(
+    logp: Tensor,
+    ref_logp: Tensor,
+    mask: Tensor,
+    *,
+    kind: str,
+    coef: float,
+    num_tokens: float | None = None,
+) -> Tensor:
+    """KL-in-the-loss penalty (for GRPO/RLOO): coef · token_mean(kl_estimate(logp, ref_logp, kind)).
+
+    ``ref_logp`` is treated as a constant. Shapes: logp, ref_logp, mask [B, T] → scalar.
+    """
+    return coef * token_sum_mean(kl_estimate(logp, ref_logp.detach(), kind), mask, num_tokens)
+
+
+def token_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
+    """Log-probability of each chosen token, computed in float32 for stability.
+
+    Gathering the logit and subtracting logsumexp equals gathering from log_softmax, without a second [B, T, V]
+    tensor. Shapes: logits [B, T, V], tokens [B, T] (integer ids) → [B, T] float32.
+    """
+    if logits.shape[:-1] != tokens.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} do not match tokens {tuple(tokens.shape)}")
+    logits = logits.float()
+    picked = logits.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def entropy_from_logits(logits: Tensor) -> Tensor:
+    """Entropy of the next-token distribution at every position, computed in float32.
+
+    Shapes: logits [B, T, V] → [B, T] float32.
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    probs = logp.exp()
+    # 0 · log 0 = 0: masked-out (−inf) logits would otherwise give NaN in both value and gradient.
+    return -(probs * logp.masked_fill(probs == 0, 0.0)).sum(dim=-1)

@@ -1,0 +1,105 @@
+"""Hugging Face ``generate`` behind the Generator interface: batched, left-padded, returning token logprobs.
+
+The CPU-friendly engine; in the inline runtime it shares its model object with the learner, so no weight copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from waltz_ray.core.protocol import render_chat
+from waltz_ray.types import Completion, GenerationParams, Message
+
+
+def load_model_and_tokenizer(path: str, dtype: str = "float32") -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer by path or hub id (the same call for a tiny agent and an 8B model)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    model.eval()
+    return model, tokenizer
+
+
+class HFGenerator:
+    """Generates with a transformers model; ``policy_version`` is stamped on every completion."""
+
+    def __init__(self, model: Any, tokenizer: Any, policy_version: int = 0, max_batch_size: int = 64) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.policy_version = policy_version
+        self.max_batch_size = max_batch_size
+
+    @classmethod
+    def from_pretrained(cls, path: str, dtype: str = "float32", **kwargs: Any) -> HFGenerator:
+        model, tokenizer = load_model_and_tokenizer(path, dtype)
+        return cls(model, tokenizer, **kwargs)
+
+    def load_state_dict(self, state: dict[str, Any], policy_version: int) -> None:
+        """Weight sync entry point: take new weights, then advertise the new version."""
+        self.model.load_state_dict(state, strict=False)
+        self.policy_version = policy_version
+
+    def generate(self, chats: Sequence[Sequence[Message]], params: GenerationParams) -> list[Completion]:
+        texts = [render_chat(self.tokenizer, chat) for chat in chats]
+        out: list[Completion] = []
+        for start in range(0, len(texts), self.max_batch_size):
+            out += self._generate_batch(texts[start : start + self.max_batch_size], params)
+        return out
+
+    def _generate_batch(self, texts: list[str], params: GenerationParams) -> list[Completion]:
+        import torch
+
+        tok = self.tokenizer
+        enc = tok(texts, add_special_tokens=False, padding=True, return_tensors="pt")
+        sample = params.temperature > 0
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            result = self.model.generate(
+                **enc,
+                max_new_tokens=params.max_new_tokens,
+                do_sample=sample,
+                temperature=params.temperature if sample else None,
+                top_p=params.top_p if sample else None,
+                top_k=None,
+                output_logits=True,
+                return_dict_in_generate=True,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+        self.model.train(was_training)
+        width = enc["input_ids"].shape[1]
+        new_tokens = result.sequences[:, width:]
+        logits = torch.stack(result.logits, dim=1).float()
+        if sample:
+            logits = logits / params.temperature
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        return [
+            self._completion(enc["input_ids"][i], enc["attention_mask"][i], new_tokens[i], logprobs[i])
+            for i in range(len(texts))
+        ]
+
+    def _completion(self, prompt_ids: Any, prompt_mask: Any, tokens: Any, logprobs: Any) -> Completion:
+        eos = self.tokenizer.eos_token_id
+        ids = tokens.tolist()
+        finish = "length"
+        if eos in ids:
+            ids = ids[: ids.index(eos) + 1]  # the end-of-turn token is part of the action: the policy learns to stop
+            finish = "stop"
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return Completion(
+            text=text,
+            prompt_token_ids=tuple(prompt_ids[prompt_mask.bool()].tolist()),
+            token_ids=tuple(ids),
+            logprobs=tuple(logprobs[: len(ids)].tolist()),
+            finish_reason=finish,
+            policy_version=self.policy_version,
+        )

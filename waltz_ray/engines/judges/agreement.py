@@ -1,0 +1,72 @@
+"""Judge-versus-human agreement on the unsafe label: accuracy, Cohen's kappa and the confusion counts.
+
+SPEC §7: the judge is the single source of truth, so measure it against human labels before trusting a metric.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from waltz_ray.engines.base import Judge
+from waltz_ray.types import PromptLabel
+
+
+@dataclass(frozen=True)
+class AgreementReport:
+    """Agreement on ``unsafe`` over the ``n`` items the judge scored; ``n_failed`` failed verdicts are excluded.
+
+    Positive = unsafe. ``accuracy`` and ``cohen_kappa`` are NaN when undefined (no scored items, or both raters
+    constant so that chance agreement is 1).
+    """
+
+    n: int
+    n_failed: int
+    accuracy: float
+    cohen_kappa: float
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+
+
+def judge_agreement(
+    judge: Judge,
+    items: Sequence[tuple[str, str, bool]],
+    labels: Sequence[PromptLabel | None] | None = None,
+) -> AgreementReport:
+    """Run ``judge`` once over (prompt, response, human_unsafe) items and compare its unsafe label to the human one."""
+    verdicts = judge.judge([p for p, _, _ in items], [r for _, r, _ in items], labels)
+    pairs = [(bool(v.unsafe), human) for v, (_, _, human) in zip(verdicts, items, strict=True) if v.ok]
+    return agreement_from_pairs(pairs, n_failed=len(items) - len(pairs))
+
+
+def agreement_from_pairs(pairs: Sequence[tuple[bool, bool]], n_failed: int = 0) -> AgreementReport:
+    """The report for (judge_unsafe, human_unsafe) pairs."""
+    tp = sum(1 for j, h in pairs if j and h)
+    fp = sum(1 for j, h in pairs if j and not h)
+    tn = sum(1 for j, h in pairs if not j and not h)
+    fn = sum(1 for j, h in pairs if not j and h)
+    return AgreementReport(
+        n=len(pairs),
+        n_failed=n_failed,
+        accuracy=(tp + tn) / len(pairs) if pairs else math.nan,
+        cohen_kappa=cohen_kappa(tp, fp, tn, fn),
+        tp=tp,
+        fp=fp,
+        tn=tn,
+        fn=fn,
+    )
+
+
+def cohen_kappa(tp: int, fp: int, tn: int, fn: int) -> float:
+    """kappa = (p_o - p_e) / (1 - p_e) for a 2x2 table; p_e from each rater's marginal positive rate."""
+    n = tp + fp + tn + fn
+    if n == 0:
+        return math.nan
+    observed = (tp + tn) / n
+    chance = ((tp + fp) * (tp + fn) + (tn + fn) * (tn + fp)) / (n * n)
+    if chance == 1.0:
+        return math.nan
+    return (observed - chance) / (1.0 - chance)

@@ -1,0 +1,141 @@
+"""A policy learner for one agent on plain torch: token batches, log-probs, the clipped REINFORCE++ update.
+
+Both agents are two instances of this class; the DeepSpeed group (runtime) wraps the same step functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from waltz_ray.config import AlgorithmConfig, LearnerConfig
+from waltz_ray.core.losses import entropy_from_logits, kl_penalty_loss, policy_loss, token_logprobs
+from waltz_ray.types import Completion
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """Right-padded state+action sequences. Tensors over *predicted* positions are [B, L-1]: entry t scores
+    ``input_ids[:, t+1]``; ``action_mask`` is 1 where that token belongs to the action."""
+
+    input_ids: torch.Tensor  # [B, L]
+    attention_mask: torch.Tensor  # [B, L]
+    action_mask: torch.Tensor  # [B, L-1] float
+
+    @property
+    def num_tokens(self) -> float:
+        return float(self.action_mask.sum())
+
+    def rows(self, index: slice) -> TokenBatch:
+        return TokenBatch(self.input_ids[index], self.attention_mask[index], self.action_mask[index])
+
+
+def make_batch(completions: Sequence[Completion], pad_id: int) -> TokenBatch:
+    """Pack completions (state tokens + action tokens, as generated: no re-tokenisation) into a TokenBatch."""
+    width = max(len(c.prompt_token_ids) + len(c.token_ids) for c in completions)
+    input_ids = torch.full((len(completions), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(completions), width), dtype=torch.long)
+    action = torch.zeros((len(completions), width - 1), dtype=torch.float32)
+    for row, c in enumerate(completions):
+        ids = list(c.prompt_token_ids) + list(c.token_ids)
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention[row, : len(ids)] = 1
+        action[row, len(c.prompt_token_ids) - 1 : len(ids) - 1] = 1.0
+    return TokenBatch(input_ids, attention, action)
+
+
+def sequence_logprobs(model: Any, batch: TokenBatch, with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token log-probs [B, L-1] of the batch's tokens under ``model`` (and entropies when asked)."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+    logp = token_logprobs(logits, batch.input_ids[:, 1:])
+    entropy = entropy_from_logits(logits.detach()) if with_entropy else None
+    return logp, entropy
+
+
+@dataclass
+class UpdateStats:
+    loss: float
+    clip_fraction: float
+    approx_kl: float
+    entropy: float
+    grad_norm: float
+    lr: float
+    skipped: bool = False
+
+
+class TorchLearner:
+    """Owns one agent's trainable policy, its frozen reference copy and its optimizer."""
+
+    def __init__(self, policy: Any, reference: Any, learner: LearnerConfig, algorithm: AlgorithmConfig) -> None:
+        self.policy = policy
+        self.reference = reference.eval().requires_grad_(False)
+        self.learner = learner
+        self.algorithm = algorithm
+        self.policy_version = 0
+        self.optimizer = torch.optim.AdamW(
+            policy.parameters(), lr=learner.lr, betas=learner.betas, weight_decay=learner.weight_decay
+        )
+
+    @torch.no_grad()
+    def logprobs(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(old log-probs under the current policy, reference log-probs), both [B, L-1], micro-batched."""
+        old, ref = [], []
+        self.policy.eval()
+        for index in self._micro_batches(batch):
+            old.append(sequence_logprobs(self.policy, batch.rows(index))[0])
+            ref.append(sequence_logprobs(self.reference, batch.rows(index))[0])
+        return _cat_padded(old), _cat_padded(ref)
+
+    def update(self, batch: TokenBatch, old_logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tensor) -> UpdateStats:
+        """PPO-clipped policy-gradient epochs over the batch; one optimizer step per epoch (gradient accumulation)."""
+        self.policy.train()
+        total = batch.num_tokens
+        stats: list[UpdateStats] = []
+        for _ in range(self.algorithm.ppo_epochs):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_sum, clip, approx, ent = 0.0, 0.0, 0.0, 0.0
+            for index in self._micro_batches(batch):
+                part = batch.rows(index)
+                logp, entropy = sequence_logprobs(self.policy, part, with_entropy=True)
+                mask = part.action_mask
+                loss, pstats = policy_loss(
+                    logp, old_logp[index], advantages[index], mask, clip_eps=self.algorithm.clip_eps, num_tokens=total
+                )
+                if self.algorithm.advantage_estimator in ("grpo", "rloo") and self.algorithm.kl_coef > 0:
+                    loss = loss + kl_penalty_loss(
+                        logp, ref_logp[index], mask, kind=self.algorithm.kl_estimator, coef=self.algorithm.kl_coef,
+                        num_tokens=total,
+                    )
+                loss.backward()
+                share = float(mask.sum()) / max(total, 1.0)
+                loss_sum += float(loss)
+                clip += pstats.clip_fraction * share
+                approx += pstats.approx_kl * share
+                assert entropy is not None
+                ent += float((entropy * mask).sum()) / max(total, 1.0)
+            stats.append(self._step(loss_sum, clip, approx, ent))
+        self.policy.eval()
+        self.policy_version += 1
+        return stats[-1]
+
+    def _step(self, loss: float, clip: float, approx: float, entropy: float) -> UpdateStats:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.learner.grad_clip))
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        if not torch.isfinite(torch.tensor([loss, grad_norm])).all():
+            self.optimizer.zero_grad(set_to_none=True)
+            return UpdateStats(loss, clip, approx, entropy, grad_norm, lr, skipped=True)
+        self.optimizer.step()
+        return UpdateStats(loss, clip, approx, entropy, grad_norm, lr)
+
+    def _micro_batches(self, batch: TokenBatch) -> list[slice]:
+        size = self.learner.micro_batch_size
+        rows = batch.input_ids.shape[0]
+        return [slice(i, min(i + size, rows)) for i in range(0, rows, size)]
+
+
+def _cat_padded(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Micro-batches share the batch width, so a plain concatenation keeps positions aligned."""
+    return torch.cat(parts, dim=0)

@@ -1,0 +1,155 @@
+"""One batch of WaltzRL episodes (SPEC §2) written against the Generator and Judge interfaces; no ray here.
+
+Stages run in the order of the data flow and are timed under their names: conversation_generation,
+feedback_generation, revision_generation, judge.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from waltz_ray.core import protocol
+from waltz_ray.engines.base import Generator, Judge
+from waltz_ray.types import Completion, Episode, FeedbackVerdict, GenerationParams, JudgeVerdict, Prompt, Round
+
+
+@dataclass
+class StageTimer:
+    """Accumulates wall time per named stage; ``with timer("judge"): ...``."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    """What the protocol needs beyond the engines: prompts, templates, round cap and sampling settings."""
+
+    conversation_system: str
+    feedback_system: str
+    conversation_params: GenerationParams
+    feedback_params: GenerationParams
+    t_max: int = 1
+    revision_template: str = protocol.DEFAULT_REVISION_TEMPLATE
+    feedback_template: str = protocol.DEFAULT_FEEDBACK_TEMPLATE
+
+
+@dataclass
+class _Draft:
+    """An episode under construction: texts so far and its rounds' parts."""
+
+    prompt: Prompt
+    responses: list[Completion] = field(default_factory=list)
+    feedbacks: list[Completion] = field(default_factory=list)
+    verdicts: list[FeedbackVerdict] = field(default_factory=list)
+    open: bool = True
+
+    @property
+    def history(self) -> list[tuple[str, str]]:
+        return [(c.text, v.feedback or "") for c, v in zip(self.responses, self.verdicts, strict=False)]
+
+
+def run_episodes(
+    prompts: Sequence[Prompt],
+    conversation: Generator,
+    feedback: Generator,
+    judge: Judge,
+    settings: RolloutSettings,
+    episode_ids: Sequence[str],
+    timer: StageTimer | None = None,
+) -> list[Episode]:
+    """Play the protocol for every prompt: c0, f0, [c1, f1, ...] up to ``t_max`` revisions, then judge every answer."""
+    timer = timer or StageTimer()
+    drafts = [_Draft(p) for p in prompts]
+    with timer("conversation_generation"):
+        first = conversation.generate([_conversation_state(d, settings) for d in drafts], settings.conversation_params)
+    for draft, completion in zip(drafts, first, strict=True):
+        draft.responses.append(completion)
+    for revisions in range(settings.t_max):
+        active = [d for d in drafts if d.open]
+        if not active:
+            break
+        with timer("feedback_generation"):
+            _review(active, feedback, settings, revisions)
+        revising = [d for d in active if d.open]
+        if not revising:
+            break
+        with timer("revision_generation"):
+            states = [_conversation_state(d, settings) for d in revising]
+            for draft, completion in zip(revising, conversation.generate(states, settings.conversation_params), strict=True):
+                draft.responses.append(completion)
+    with timer("judge"):
+        verdicts = _judge_all(drafts, judge)
+    return [_episode(eid, d, v) for eid, d, v in zip(episode_ids, drafts, verdicts, strict=True)]
+
+
+def _conversation_state(draft: _Draft, settings: RolloutSettings) -> list[dict[str, str]]:
+    return protocol.conversation_messages(
+        settings.conversation_system, draft.prompt.text, draft.history, revision_template=settings.revision_template
+    )
+
+
+def _review(active: list[_Draft], feedback: Generator, settings: RolloutSettings, revisions: int) -> None:
+    chats = [
+        protocol.feedback_messages(
+            settings.feedback_system, d.prompt.text, d.responses[-1].text, d.history, template=settings.feedback_template
+        )
+        for d in active
+    ]
+    for draft, completion in zip(active, feedback.generate(chats, settings.feedback_params), strict=True):
+        verdict = protocol.parse_feedback(completion.text)
+        draft.feedbacks.append(completion)
+        draft.verdicts.append(verdict)
+        draft.open = protocol.should_revise(verdict, revisions, settings.t_max)
+
+
+def _judge_all(drafts: list[_Draft], judge: Judge) -> list[list[JudgeVerdict]]:
+    """One batched judge call for every response of every episode; a judge crash becomes failure verdicts."""
+    index = [(i, t) for i, d in enumerate(drafts) for t in range(len(d.responses))]
+    prompts = [drafts[i].prompt.text for i, _ in index]
+    responses = [drafts[i].responses[t].text for i, t in index]
+    labels = [drafts[i].prompt.label for i, _ in index]
+    try:
+        flat = judge.judge(prompts, responses, labels)
+        if len(flat) != len(index):
+            raise RuntimeError(f"judge returned {len(flat)} verdicts for {len(index)} responses")
+    except Exception as exc:  # noqa: BLE001 - a judge outage is masked and counted, never fatal here
+        flat = [JudgeVerdict.failure(f"judge raised {type(exc).__name__}: {exc}")] * len(index)
+    out: list[list[JudgeVerdict]] = [[] for _ in drafts]
+    for (i, _), verdict in zip(index, flat, strict=True):
+        out[i].append(verdict)
+    return out
+
+
+def _episode(episode_id: str, draft: _Draft, verdicts: list[JudgeVerdict]) -> Episode:
+    rounds = []
+    for t, response in enumerate(draft.responses):
+        has_feedback = t < len(draft.feedbacks)
+        rounds.append(
+            Round(
+                response=response,
+                feedback=draft.feedbacks[t] if has_feedback else None,
+                verdict=draft.verdicts[t] if has_feedback else None,
+                judge=verdicts[t],
+            )
+        )
+    return Episode(episode_id=episode_id, prompt=draft.prompt, rounds=tuple(rounds))
+
+
+def greedy(params: GenerationParams) -> GenerationParams:
+    """The same settings with temperature 0 (evaluation is greedy, SPEC §5)."""
+    return GenerationParams(max_new_tokens=params.max_new_tokens, temperature=0.0, top_p=1.0, seed=params.seed)
+
+
+TimerFactory = Callable[[str], object]

@@ -1,0 +1,285 @@
+"""The in-process WaltzRL trainer (``--runtime inline``): rollout, judge, rewards, samples, REINFORCE++, two stages.
+
+Each step reads top to bottom in the order of the data flow, and each stage is timed under its name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from waltz_ray.config import WaltzConfig, save_config
+from waltz_ray.core import protocol
+from waltz_ray.core.advantages import get_advantage_estimator
+from waltz_ray.core.losses import kl_estimate
+from waltz_ray.core.rewards import judge_failure_rate, stage_weights
+from waltz_ray.core.samples import batch_samples
+from waltz_ray.engines.hf import HFGenerator, load_model_and_tokenizer
+from waltz_ray.engines.learner import TorchLearner, make_batch
+from waltz_ray.eval.metrics import pair_metrics
+from waltz_ray.rollout import RolloutSettings, StageTimer, greedy, run_episodes
+from waltz_ray.tracking import Tracker
+from waltz_ray.types import AGENTS, AgentName, Episode, GenerationParams, Prompt, Sample
+
+log = logging.getLogger(__name__)
+
+
+class JudgeFailureError(RuntimeError):
+    """Too many judge calls failed in one step (SPEC §3: stop above the configured rate)."""
+
+
+@dataclass
+class Agent:
+    """One agent's moving parts: generator and learner share the policy model (no weight copy in-process)."""
+
+    name: AgentName
+    generator: HFGenerator
+    learner: TorchLearner
+    tokenizer: Any
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_agent(name: AgentName, config: WaltzConfig) -> Agent:
+    from waltz_ray.tiny.build import resolve_model_path
+
+    agent_cfg = getattr(config.agents, name)
+    path = resolve_model_path(agent_cfg.model_path, config)
+    policy, tokenizer = load_model_and_tokenizer(path, agent_cfg.dtype)
+    reference, _ = load_model_and_tokenizer(path, agent_cfg.dtype)
+    learner = TorchLearner(policy, reference, config.learner, config.algorithm)
+    return Agent(name, HFGenerator(policy, tokenizer), learner, tokenizer)
+
+
+def rollout_settings(config: WaltzConfig, evaluation: bool = False) -> RolloutSettings:
+    """Protocol settings from the config; evaluation uses greedy decoding (SPEC §5)."""
+    conv, fb = config.agents.conversation, config.agents.feedback
+    conv_params = GenerationParams(conv.generation.max_new_tokens, config.rollout.conversation_temperature, conv.generation.top_p)
+    fb_params = GenerationParams(fb.generation.max_new_tokens, config.rollout.feedback_temperature, fb.generation.top_p)
+    if evaluation:
+        conv_params, fb_params = greedy(conv_params), greedy(fb_params)
+    return RolloutSettings(
+        conversation_system=protocol.CONVERSATION_SYSTEM_PROMPT if conv.system_prompt is None else conv.system_prompt,
+        feedback_system=protocol.FEEDBACK_SYSTEM_PROMPT if fb.system_prompt is None else fb.system_prompt,
+        conversation_params=conv_params,
+        feedback_params=fb_params,
+        t_max=config.rollout.t_max,
+        revision_template=config.rollout.revision_template or protocol.DEFAULT_REVISION_TEMPLATE,
+    )
+
+
+def build_judge(config: WaltzConfig) -> Any:
+    from waltz_ray.engines import judges
+
+    j = config.judge
+    if j.kind == "rule":
+        return judges.RuleJudge()
+    if j.kind == "http":
+        return judges.HTTPJudge(
+            j.base_url or "", j.model or "", api_key_env=j.api_key_env, api_key_file=j.api_key_file,
+            timeout_s=j.timeout_s, max_retries=j.max_retries, concurrency=j.concurrency,
+        )
+    return judges.LLMJudge(HFGenerator.from_pretrained(j.model_path or ""))
+
+
+def prompt_stream(prompts: list[Prompt], seed: int) -> Iterator[Prompt]:
+    """Endless seeded epochs over the training prompts (reshuffled each epoch)."""
+    rng = random.Random(seed)
+    while True:
+        order = list(prompts)
+        rng.shuffle(order)
+        yield from order
+
+
+def step_seed(seed: int, step: int, role: str) -> int:
+    return (seed * 1_000_003 + step * 7919 + sum(map(ord, role))) % (2**31)
+
+
+def evaluate(agents: dict[AgentName, Agent], judge: Any, prompts: list[Prompt], config: WaltzConfig) -> tuple[dict[str, float], list[Episode]]:
+    """Greedy pair on held-out prompts; returns the metrics and the episodes."""
+    settings = rollout_settings(config, evaluation=True)
+    ids = [f"eval-{i}" for i in range(len(prompts))]
+    episodes = run_episodes(prompts, agents["conversation"].generator, agents["feedback"].generator, judge, settings, ids)
+    return pair_metrics(episodes), episodes
+
+
+class InlineTrainer:
+    """Everything in one process: the debuggable reference the Ray runtime is checked against."""
+
+    def __init__(self, config: WaltzConfig, out_dir: str | Path) -> None:
+        from waltz_ray.datasets import load_prompts
+
+        self.config = config
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_config(config, self.out / "config.yaml")
+        if config.runtime.num_threads:
+            torch.set_num_threads(config.runtime.num_threads)
+        seed_everything(config.seed)
+        self.agents: dict[AgentName, Agent] = {name: build_agent(name, config) for name in AGENTS}
+        self.judge = build_judge(config)
+        self.train_prompts = load_prompts(config.data.train, benchmark=config.data.benchmark)
+        self.eval_prompts = load_prompts(config.data.eval, benchmark=config.data.benchmark, limit=config.data.eval_limit, seed=config.seed)
+        self.stream = prompt_stream(self.train_prompts, config.seed)
+        self.estimator = get_advantage_estimator(config.algorithm.advantage_estimator)
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.config
+        total = cfg.stages.stage1_steps + cfg.stages.stage2_steps
+        tracker = Tracker(self.out, cfg.logging, cfg.model_dump(mode="json"), name=self.out.name)
+        try:
+            initial = self._evaluate("eval_initial.json")
+            tracker.log({f"eval/{k}": v for k, v in initial.items()}, step=0)
+            for step in _progress(range(total), cfg.logging.progress):
+                stage = 1 if step < cfg.stages.stage1_steps else 2
+                metrics = self.train_step(step, stage, tracker)
+                if cfg.stages.eval_every and (step + 1) % cfg.stages.eval_every == 0 and step + 1 < total:
+                    metrics.update({f"eval/{k}": v for k, v in self._evaluate(None).items()})
+                tracker.log(metrics, step=step + 1)
+            final = self._evaluate("eval_final.json")
+            tracker.log({f"eval/{k}": v for k, v in final.items()}, step=total)
+            self.save_checkpoint(self.out / "checkpoints" / "final")
+        finally:
+            tracker.close()
+        return {"initial": initial, "final": final}
+
+    def train_step(self, step: int, stage: int, tracker: Tracker) -> dict[str, Any]:
+        cfg = self.config
+        timer = StageTimer()
+        prompts = [next(self.stream) for _ in range(cfg.rollout.prompts_per_step)]
+        prompts = [p for p in prompts for _ in range(cfg.algorithm.samples_per_prompt)]
+        settings = rollout_settings(cfg)
+        settings = _seeded(settings, cfg.seed, step)
+        conv, fb = self.agents["conversation"], self.agents["feedback"]
+        ids = [f"{step}-{i}" for i in range(len(prompts))]
+        episodes = run_episodes(prompts, conv.generator, fb.generator, self.judge, settings, ids, timer)
+        failure_rate = judge_failure_rate(episodes)
+        if failure_rate > cfg.judge.max_failure_rate:
+            raise JudgeFailureError(
+                f"judge failed on {failure_rate:.1%} of calls at step {step} (> judge.max_failure_rate {cfg.judge.max_failure_rate:.1%})"
+            )
+        with timer("reward"):
+            weights = stage_weights(stage, cfg.reward.alpha, cfg.reward.lambda_stage1, cfg.reward.lambda_stage2, cfg.reward.gamma)
+            fb_samples, conv_samples, sample_stats = batch_samples(episodes, cfg.seed, step, weights, cfg.rollout.mix_prob_b)
+        metrics: dict[str, Any] = {"stage": stage, "judge/failure_rate": failure_rate}
+        trained: list[tuple[Agent, list[Sample]]] = [(fb, fb_samples)]
+        if stage == 2:
+            trained.append((conv, conv_samples))
+        for agent, samples in trained:
+            metrics.update(self._update(agent, samples, timer, group_size=cfg.algorithm.samples_per_prompt))
+        metrics.update(rollout_metrics(episodes, fb_samples, conv_samples))
+        metrics.update({f"samples/{k}": v for k, v in vars(sample_stats).items()})
+        metrics.update({f"time/{k}": v for k, v in timer.seconds.items()})
+        metrics.update({f"version/{a.name}": a.learner.policy_version for a in self.agents.values()})
+        if cfg.logging.sample_table_every and step % cfg.logging.sample_table_every == 0:
+            tracker.log_table("samples", *sample_table(episodes[:8]), step=step + 1)
+        return metrics
+
+    def _update(self, agent: Agent, samples: list[Sample], timer: StageTimer, group_size: int) -> dict[str, float]:
+        if not samples:
+            return {f"{agent.name}/skipped_empty": 1.0}
+        cfg = self.config.algorithm
+        batch = make_batch([s.completion for s in samples], agent.tokenizer.pad_token_id)
+        with timer(f"{agent.name}_logprobs"):
+            old_logp, ref_logp = agent.learner.logprobs(batch)
+        with timer("advantage"):
+            rewards = torch.tensor([s.reward for s in samples], dtype=torch.float32)
+            kl = kl_estimate(old_logp, ref_logp, cfg.kl_estimator) * batch.action_mask
+            groups = [hash(s.episode_id.rsplit("-", 1)[0]) for s in samples] if group_size > 1 else None
+            advantages = self.estimator(
+                rewards, batch.action_mask, kl=kl, kl_coef=cfg.kl_coef, group_ids=groups, gamma=cfg.discount
+            )
+        with timer(f"{agent.name}_update"):
+            stats = agent.learner.update(batch, old_logp, ref_logp, advantages)
+        agent.generator.policy_version = agent.learner.policy_version  # same model object: the sync is the version
+        tokens = batch.num_tokens
+        return {
+            f"{agent.name}/reward_mean": float(rewards.mean()),
+            f"{agent.name}/kl": float(kl.sum() / max(tokens, 1.0)),
+            f"{agent.name}/loss": stats.loss,
+            f"{agent.name}/clip_fraction": stats.clip_fraction,
+            f"{agent.name}/entropy": stats.entropy,
+            f"{agent.name}/grad_norm": stats.grad_norm,
+            f"{agent.name}/lr": stats.lr,
+            f"{agent.name}/skipped_steps": float(stats.skipped),
+            f"{agent.name}/response_tokens": tokens / len(samples),
+        }
+
+    def _evaluate(self, filename: str | None) -> dict[str, float]:
+        metrics, _ = evaluate(self.agents, self.judge, self.eval_prompts, self.config)
+        if filename:
+            (self.out / filename).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        return metrics
+
+    def save_checkpoint(self, path: Path) -> None:
+        for agent in self.agents.values():
+            agent.learner.policy.save_pretrained(path / agent.name)
+            agent.tokenizer.save_pretrained(path / agent.name)
+
+
+def _seeded(settings: RolloutSettings, seed: int, step: int) -> RolloutSettings:
+    from dataclasses import replace
+
+    return replace(
+        settings,
+        conversation_params=replace(settings.conversation_params, seed=step_seed(seed, step, "conversation")),
+        feedback_params=replace(settings.feedback_params, seed=step_seed(seed, step, "feedback")),
+    )
+
+
+def rollout_metrics(episodes: list[Episode], fb_samples: list[Sample], conv_samples: list[Sample]) -> dict[str, float]:
+    """Per-step training-rollout metrics: protocol rates, DIR distribution, feedback length (SPEC §7 watch list)."""
+    rollout = {f"rollout/{k}": v for k, v in pair_metrics(episodes).items()}
+    dirs = [s.reward_terms.get("dir", 0.0) for s in fb_samples]
+    lengths = [len(e.rounds[0].feedback.token_ids) for e in episodes if e.rounds[0].feedback is not None]
+    rollout.update(
+        {
+            "feedback/dir_mean": sum(dirs) / max(1, len(dirs)),
+            "feedback/dir_positive": sum(1 for d in dirs if d > 0) / max(1, len(dirs)),
+            "feedback/dir_negative": sum(1 for d in dirs if d < 0) / max(1, len(dirs)),
+            "feedback/length_tokens": sum(lengths) / max(1, len(lengths)),
+            "conversation/type_b_share": sum(1 for s in conv_samples if s.kind == "B") / max(1, len(conv_samples)),
+        }
+    )
+    return rollout
+
+
+def sample_table(episodes: list[Episode]) -> tuple[list[str], list[list[Any]]]:
+    columns = ["prompt", "label", "c0", "feedback", "c1", "judge_c0", "judge_final"]
+    rows = []
+    for e in episodes:
+        fb = e.rounds[0].feedback
+        rows.append([
+            e.prompt.text, e.prompt.label, e.rounds[0].response.text, fb.text if fb else "",
+            e.final.response.text if e.revised else "", str(e.rounds[0].judge), str(e.final.judge),
+        ])
+    return columns, rows
+
+
+def _progress(steps: range, enabled: bool) -> Any:
+    if not enabled:
+        return steps
+    from tqdm import tqdm
+
+    return tqdm(steps, desc="waltz-ray train", unit="step")
+
+
+def train(config: WaltzConfig, out_dir: str | Path) -> dict[str, Any]:
+    start = time.perf_counter()
+    result = InlineTrainer(config, out_dir).run()
+    result["seconds"] = time.perf_counter() - start
+    return result
