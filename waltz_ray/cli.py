@@ -14,7 +14,11 @@ from waltz_ray.config import ConfigError, load_config
 def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config file (default: built-in defaults)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config field, e.g. --set rollout.t_max=2 (repeatable)",
     )
 

@@ -5,11 +5,12 @@ Every field carries its documentation as an attribute docstring; the resolved tr
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -131,6 +132,16 @@ class AlgorithmConfig(_Section):
     ppo_epochs: int = Field(1, ge=1, le=16)
     """Optimisation passes over each step's samples."""
 
+    @field_validator("advantage_estimator")
+    @classmethod
+    def _estimator_known(cls, name: str) -> str:
+        from waltz_ray.core.advantages import ADVANTAGE_ESTIMATORS
+
+        if name not in ADVANTAGE_ESTIMATORS:
+            valid = ", ".join(sorted(ADVANTAGE_ESTIMATORS))
+            raise ValueError(f"unknown advantage estimator {name!r}; valid names: {valid}")
+        return name
+
     @model_validator(mode="after")
     def _groups(self) -> AlgorithmConfig:
         if self.advantage_estimator in ("grpo", "rloo") and self.samples_per_prompt < 2:
@@ -235,49 +246,74 @@ class WaltzConfig(_Section):
     seed: int = Field(0, ge=0)
     """Seed for data order, sampling, A/B mixing and model init."""
     agents: AgentsConfig = Field(default_factory=AgentsConfig)
+    """The two policies: the conversation agent and the feedback agent."""
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    """The judge that labels each answer (safe/unsafe, over-refusal) for the label reward."""
     data: DataConfig = Field(default_factory=DataConfig)
+    """Training and evaluation prompt sources."""
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    """How episodes are generated: batch size, feedback rounds, sampling temperatures."""
     reward: RewardConfig = Field(default_factory=RewardConfig)
+    """Weights of the reward terms (label, Dynamic Improvement Reward, format)."""
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    """Policy-gradient algorithm: advantage estimator, clipping, KL penalty."""
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
+    """Optimizer and batching of the learners."""
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    """Where the work runs: inline or Ray actor pools, staleness and timeouts."""
     stages: StagesConfig = Field(default_factory=StagesConfig)
+    """Length of the two training stages and the evaluation cadence."""
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    """Metrics logging (W&B) and progress output."""
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    """Checkpoint cadence and retention."""
     tiny: TinyConfig = Field(default_factory=TinyConfig)
-
-    @model_validator(mode="after")
-    def _estimator_known(self) -> WaltzConfig:
-        from waltz_ray.core.advantages import ADVANTAGE_ESTIMATORS
-
-        name = self.algorithm.advantage_estimator
-        if name not in ADVANTAGE_ESTIMATORS:
-            valid = ", ".join(sorted(ADVANTAGE_ESTIMATORS))
-            raise ValueError(f"algorithm.advantage_estimator {name!r} is unknown; valid names: {valid}")
-        return self
+    """Size and warm start of the embedded tiny models (``tiny://`` model paths)."""
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = tree
-    for key in keys[:-1]:
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {dotted!r}: {key!r} is a value, not a section")
+    model: type[BaseModel] | None = WaltzConfig
+    for depth, key in enumerate(keys[:-1]):
+        where = ".".join(keys[: depth + 1])
+        if model is not None and key in model.model_fields:
+            section = model.model_fields[key].annotation
+            if not (isinstance(section, type) and issubclass(section, BaseModel)):
+                raise ConfigError(f"override {dotted!r}: {where} is a value, not a section")
+            model = section
+        else:
+            model = None  # an unknown name: validation reports it as an extra input
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"override {dotted!r}: {where} is a value, not a section")
         node = child
     node[keys[-1]] = value
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``"rollout.t_max=2"`` -> ``("rollout.t_max", 2)``; values are read as YAML scalars (2, 0.5, true, null)."""
+    """``"rollout.t_max=2"`` -> ``("rollout.t_max", 2)``; the value is split off at the first ``=``.
+
+    Numbers, booleans and null are read as YAML (2, 0.5, true, null), as are values that start with ``[``, ``{`` or a
+    quote; any other text is taken literally, so ``Note: be brief #1`` stays that string.
+    """
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r} must look like section.field=value")
+    raw = raw.strip()
+    if not raw:
+        return key.strip(), ""
+    structured = raw[0] in "[{\"'"
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from exc
+        if structured:
+            raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from exc
+        return key.strip(), raw
+    if not structured and not (value is None or isinstance(value, (bool, int, float))):
+        return key.strip(), raw
     return key.strip(), value
 
 
@@ -290,9 +326,11 @@ def _format_errors(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def build_config(tree: dict[str, Any] | None = None, overrides: list[str] | None = None, source: str = "<dict>") -> WaltzConfig:
+def build_config(
+    tree: dict[str, Any] | None = None, overrides: list[str] | None = None, source: str = "<dict>"
+) -> WaltzConfig:
     """Validate a raw tree plus dotted overrides into a ``WaltzConfig``; raises ``ConfigError`` naming bad fields."""
-    tree = dict(tree or {})
+    tree = copy.deepcopy(tree) if tree else {}
     for text in overrides or []:
         key, value = parse_override(text)
         _set_dotted(tree, key, value)

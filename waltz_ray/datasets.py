@@ -179,7 +179,7 @@ def load_builtin_prompts(split: str | None = None) -> list[Prompt]:
 
 
 def load_prompts(
-    source: str,
+    source: str | Path,
     *,
     benchmark: str | None = None,
     split: str | None = None,
@@ -200,6 +200,7 @@ def load_prompts(
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
+    source = str(source)
     if source == "builtin" or source.startswith("builtin:"):
         prompts = load_builtin_prompts(_builtin_split(source, split))
     else:
@@ -287,13 +288,13 @@ def _load_table(
 def _load_local(path: Path, encoding: str) -> Dataset:
     import datasets
 
-    fmt = LOCAL_FORMATS.get(path.suffix.lower())
     if path.is_dir():
         raise ValueError(f"{path} is a directory; pass one of its data files")
-    if fmt is None:
-        raise ValueError(f"unsupported file type {path.suffix!r} for {path}; use one of {', '.join(LOCAL_FORMATS)}")
     if not path.is_file():
         raise FileNotFoundError(f"prompt file not found: {path}")
+    fmt = LOCAL_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"unsupported file type {path.suffix!r} for {path}; use one of {', '.join(LOCAL_FORMATS)}")
     kwargs: dict[str, Any] = {}
     if fmt == "csv":  # keep_default_na: a prompt such as "None" or "NA" must stay text, not become null
         kwargs = {"encoding": encoding, "keep_default_na": False}
@@ -418,7 +419,7 @@ def _map_label(value: str, mapping: Mapping[str, PromptLabel], column: str, inde
 def _as_label(value: str, where: str) -> PromptLabel:
     if value not in LABELS:
         raise ValueError(f"{where}: unknown label {value!r}; allowed: {', '.join(LABELS)}")
-    return cast(PromptLabel, value)
+    return value
 
 
 def _as_bool(value: str, column: str, index: int) -> bool:

@@ -87,7 +87,9 @@ def run_episodes(
             break
         with timer("revision_generation"):
             states = [_conversation_state(d, settings) for d in revising]
-            for draft, completion in zip(revising, conversation.generate(states, settings.conversation_params), strict=True):
+            for draft, completion in zip(
+                revising, conversation.generate(states, settings.conversation_params), strict=True
+            ):
                 draft.responses.append(completion)
     with timer("judge"):
         verdicts = _judge_all(drafts, judge)
@@ -103,7 +105,11 @@ def _conversation_state(draft: _Draft, settings: RolloutSettings) -> list[dict[s
 def _review(active: list[_Draft], feedback: Generator, settings: RolloutSettings, revisions: int) -> None:
     chats = [
         protocol.feedback_messages(
-            settings.feedback_system, d.prompt.text, d.responses[-1].text, d.history, template=settings.feedback_template
+            settings.feedback_system,
+            d.prompt.text,
+            d.responses[-1].text,
+            d.history,
+            template=settings.feedback_template,
         )
         for d in active
     ]
@@ -124,7 +130,7 @@ def _judge_all(drafts: list[_Draft], judge: Judge) -> list[list[JudgeVerdict]]:
         flat = judge.judge(prompts, responses, labels)
         if len(flat) != len(index):
             raise RuntimeError(f"judge returned {len(flat)} verdicts for {len(index)} responses")
-    except Exception as exc:  # noqa: BLE001 - a judge outage is masked and counted, never fatal here
+    except Exception as exc:
         flat = [JudgeVerdict.failure(f"judge raised {type(exc).__name__}: {exc}")] * len(index)
     out: list[list[JudgeVerdict]] = [[] for _ in drafts]
     for (i, _), verdict in zip(index, flat, strict=True):

@@ -45,10 +45,15 @@ class Tracker:
             if mode == "online" and config.wandb_key_file and not os.environ.get("WANDB_API_KEY"):
                 wandb.login(key=Path(config.wandb_key_file).read_text().strip(), verify=False)
             return wandb.init(
-                project=config.wandb_project, entity=config.wandb_entity, name=name, mode=mode,
-                dir=str(out_dir), config=run_config, reinit="finish_previous",
+                project=config.wandb_project,
+                entity=config.wandb_entity,
+                name=name,
+                mode=mode,
+                dir=str(out_dir),
+                config=run_config,
+                reinit="finish_previous",
             )
-        except Exception as exc:  # noqa: BLE001 - W&B must never stop training
+        except Exception as exc:
             log.warning("W&B disabled for this run: %s: %s", type(exc).__name__, exc)
             return None
 
@@ -66,13 +71,13 @@ class Tracker:
             import wandb
 
             self._call("log", {key: wandb.Table(columns=columns, data=rows)}, step=step)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("W&B table dropped: %s", exc)
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> None:
         try:
             getattr(self._wandb, method)(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("W&B %s failed, continuing without W&B: %s", method, exc)
             self._wandb = None
 

@@ -68,7 +68,9 @@ def build_agent(name: AgentName, config: WaltzConfig) -> Agent:
 def rollout_settings(config: WaltzConfig, evaluation: bool = False) -> RolloutSettings:
     """Protocol settings from the config; evaluation uses greedy decoding (SPEC §5)."""
     conv, fb = config.agents.conversation, config.agents.feedback
-    conv_params = GenerationParams(conv.generation.max_new_tokens, config.rollout.conversation_temperature, conv.generation.top_p)
+    conv_params = GenerationParams(
+        conv.generation.max_new_tokens, config.rollout.conversation_temperature, conv.generation.top_p
+    )
     fb_params = GenerationParams(fb.generation.max_new_tokens, config.rollout.feedback_temperature, fb.generation.top_p)
     if evaluation:
         conv_params, fb_params = greedy(conv_params), greedy(fb_params)
@@ -90,8 +92,13 @@ def build_judge(config: WaltzConfig) -> Any:
         return judges.RuleJudge()
     if j.kind == "http":
         return judges.HTTPJudge(
-            j.base_url or "", j.model or "", api_key_env=j.api_key_env, api_key_file=j.api_key_file,
-            timeout_s=j.timeout_s, max_retries=j.max_retries, concurrency=j.concurrency,
+            j.base_url or "",
+            j.model or "",
+            api_key_env=j.api_key_env,
+            api_key_file=j.api_key_file,
+            timeout_s=j.timeout_s,
+            max_retries=j.max_retries,
+            concurrency=j.concurrency,
         )
     return judges.LLMJudge(HFGenerator.from_pretrained(j.model_path or ""))
 
@@ -109,11 +116,15 @@ def step_seed(seed: int, step: int, role: str) -> int:
     return (seed * 1_000_003 + step * 7919 + sum(map(ord, role))) % (2**31)
 
 
-def evaluate(agents: dict[AgentName, Agent], judge: Any, prompts: list[Prompt], config: WaltzConfig) -> tuple[dict[str, float], list[Episode]]:
+def evaluate(
+    agents: dict[AgentName, Agent], judge: Any, prompts: list[Prompt], config: WaltzConfig
+) -> tuple[dict[str, float], list[Episode]]:
     """Greedy pair on held-out prompts; returns the metrics and the episodes."""
     settings = rollout_settings(config, evaluation=True)
     ids = [f"eval-{i}" for i in range(len(prompts))]
-    episodes = run_episodes(prompts, agents["conversation"].generator, agents["feedback"].generator, judge, settings, ids)
+    episodes = run_episodes(
+        prompts, agents["conversation"].generator, agents["feedback"].generator, judge, settings, ids
+    )
     return pair_metrics(episodes), episodes
 
 
@@ -133,7 +144,9 @@ class InlineTrainer:
         self.agents: dict[AgentName, Agent] = {name: build_agent(name, config) for name in AGENTS}
         self.judge = build_judge(config)
         self.train_prompts = load_prompts(config.data.train, benchmark=config.data.benchmark)
-        self.eval_prompts = load_prompts(config.data.eval, benchmark=config.data.benchmark, limit=config.data.eval_limit, seed=config.seed)
+        self.eval_prompts = load_prompts(
+            config.data.eval, benchmark=config.data.benchmark, limit=config.data.eval_limit, seed=config.seed
+        )
         self.stream = prompt_stream(self.train_prompts, config.seed)
         self.estimator = get_advantage_estimator(config.algorithm.advantage_estimator)
 
@@ -170,11 +183,16 @@ class InlineTrainer:
         failure_rate = judge_failure_rate(episodes)
         if failure_rate > cfg.judge.max_failure_rate:
             raise JudgeFailureError(
-                f"judge failed on {failure_rate:.1%} of calls at step {step} (> judge.max_failure_rate {cfg.judge.max_failure_rate:.1%})"
+                f"judge failed on {failure_rate:.1%} of calls at step {step} "
+                f"(> judge.max_failure_rate {cfg.judge.max_failure_rate:.1%})"
             )
         with timer("reward"):
-            weights = stage_weights(stage, cfg.reward.alpha, cfg.reward.lambda_stage1, cfg.reward.lambda_stage2, cfg.reward.gamma)
-            fb_samples, conv_samples, sample_stats = batch_samples(episodes, cfg.seed, step, weights, cfg.rollout.mix_prob_b)
+            weights = stage_weights(
+                stage, cfg.reward.alpha, cfg.reward.lambda_stage1, cfg.reward.lambda_stage2, cfg.reward.gamma
+            )
+            fb_samples, conv_samples, sample_stats = batch_samples(
+                episodes, cfg.seed, step, weights, cfg.rollout.mix_prob_b
+            )
         metrics: dict[str, Any] = {"stage": stage, "judge/failure_rate": failure_rate}
         trained: list[tuple[Agent, list[Sample]]] = [(fb, fb_samples)]
         if stage == 2:
@@ -263,10 +281,17 @@ def sample_table(episodes: list[Episode]) -> tuple[list[str], list[list[Any]]]:
     rows = []
     for e in episodes:
         fb = e.rounds[0].feedback
-        rows.append([
-            e.prompt.text, e.prompt.label, e.rounds[0].response.text, fb.text if fb else "",
-            e.final.response.text if e.revised else "", str(e.rounds[0].judge), str(e.final.judge),
-        ])
+        rows.append(
+            [
+                e.prompt.text,
+                e.prompt.label,
+                e.rounds[0].response.text,
+                fb.text if fb else "",
+                e.final.response.text if e.revised else "",
+                str(e.rounds[0].judge),
+                str(e.final.judge),
+            ]
+        )
     return columns, rows
 
 

@@ -47,7 +47,9 @@ def make_batch(completions: Sequence[Completion], pad_id: int) -> TokenBatch:
     return TokenBatch(input_ids, attention, action)
 
 
-def sequence_logprobs(model: Any, batch: TokenBatch, with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def sequence_logprobs(
+    model: Any, batch: TokenBatch, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probs [B, L-1] of the batch's tokens under ``model`` (and entropies when asked)."""
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
     logp = token_logprobs(logits, batch.input_ids[:, 1:])
@@ -89,7 +91,9 @@ class TorchLearner:
             ref.append(sequence_logprobs(self.reference, batch.rows(index))[0])
         return _cat_padded(old), _cat_padded(ref)
 
-    def update(self, batch: TokenBatch, old_logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tensor) -> UpdateStats:
+    def update(
+        self, batch: TokenBatch, old_logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tensor
+    ) -> UpdateStats:
         """PPO-clipped policy-gradient epochs over the batch; one optimizer step per epoch (gradient accumulation)."""
         self.policy.train()
         total = batch.num_tokens
@@ -106,12 +110,16 @@ class TorchLearner:
                 )
                 if self.algorithm.advantage_estimator in ("grpo", "rloo") and self.algorithm.kl_coef > 0:
                     loss = loss + kl_penalty_loss(
-                        logp, ref_logp[index], mask, kind=self.algorithm.kl_estimator, coef=self.algorithm.kl_coef,
+                        logp,
+                        ref_logp[index],
+                        mask,
+                        kind=self.algorithm.kl_estimator,
+                        coef=self.algorithm.kl_coef,
                         num_tokens=total,
                     )
                 loss.backward()
                 share = float(mask.sum()) / max(total, 1.0)
-                loss_sum += float(loss)
+                loss_sum += float(loss.detach())
                 clip += pstats.clip_fraction * share
                 approx += pstats.approx_kl * share
                 assert entropy is not None

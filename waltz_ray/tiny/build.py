@@ -24,7 +24,7 @@ from waltz_ray.tiny.warmstart import SFTExample, build_sft_examples, tokenizer_c
 log = logging.getLogger(__name__)
 
 TINY_SCHEME = "tiny://"
-BUILD_VERSION = 1  # bump when the recipe changes so stale caches are not reused
+BUILD_VERSION = 3  # bump when the recipe changes so stale caches are not reused
 VOCAB_SIZE = 2048
 SFT_BATCH = 32
 SFT_LR = 1e-3
@@ -155,7 +155,7 @@ def supervised_finetune(model: Any, tokenizer: Any, examples: list[SFTExample], 
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     model.eval()
     return losses
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 SPECIAL_TOKENS = ("<|pad|>", "<|bos|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>")
 
-# Role markers are special tokens so a user cannot forge a turn boundary by typing "<|assistant|>" as text
-# (the tokenizer splits such text into ordinary bytes only when it is not an exact special-token match).
+# Role markers are special tokens, one id each, as in Llama-3's chat format.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"

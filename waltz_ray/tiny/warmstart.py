@@ -1,12 +1,16 @@
 """Supervised warm start of the tiny instruct model that both agents start from (they differ by system prompt).
 
-It teaches a deliberately naive policy, so RL has something real to fix:
+It gives the model knowledge but a deliberately naive policy, so RL has something real to fix -- the situation of a
+real instruct model that knows what is harmful yet over-refuses some look-alikes and complies with some harmful asks:
+- knowledge: a separate classification task (its own system prompt) labels each training request harmful or benign,
+  standing in for what pre-training teaches a real model; neither agent's behaviour uses it yet;
 - the conversation agent answers or refuses by *topic* (half the categories look "dangerous" to it), not by intent,
   so it over-refuses benign look-alikes in some topics and helps with harmful requests in others; it samples the
   other behaviour 20% of the time, which gives RL room to explore;
 - after feedback it follows the feedback (decline after an "unsafe" note, answer after an "overrefuse" note);
-- the feedback agent learns the SPEC JSON format with labels that carry no information (drawn at random), so label
-  accuracy has to be learned in stage 1.
+- the feedback agent learns the SPEC JSON format and what a refusal looks like, but not which requests are harmful:
+  after a refusal it says "fine" or "over-refusal" half the time each, after an answer "fine" or "unsafe" half the
+  time each, whatever the prompt. Telling harmful from benign is what stage 1 has to teach it.
 """
 
 from __future__ import annotations
@@ -36,17 +40,16 @@ ANSWERS = (
 FEEDBACK_TEXT: dict[tuple[bool, bool], tuple[str, str]] = {
     (False, False): ("The answer fits the request.", "No change needed."),
     (True, False): ("The request is harmful and the answer helps with it.", "Decline this request and give no steps."),
-    (False, True): ("The request is harmless but the answer refuses it.", "The request is harmless. Answer it helpfully."),
+    (False, True): (
+        "The request is harmless but the answer refuses it.",
+        "The request is harmless. Answer it helpfully.",
+    ),
 }
-# Uninformative label prior of the warm-started feedback agent.
-LABEL_PRIOR: tuple[tuple[tuple[bool, bool], float], ...] = (
-    ((False, False), 0.5),
-    ((True, False), 0.25),
-    ((False, True), 0.25),
-)
-
-FIRST_ANSWER_BIAS = 0.8  # share of warm-start examples that follow the naive topic rule for a first answer
-FEEDBACK_DRAWS = 3  # random-label JSON examples per (prompt, first answer)
+# Every state gets each of its target variants in these exact proportions, so the warm start learns the intended
+# probabilities instead of memorising one random draw per prompt (which leaves RL nothing to explore).
+FIRST_ANSWER_NAIVE, FIRST_ANSWER_OTHER = 4, 1  # the naive topic rule 80% of the time, the other behaviour 20%
+KNOWLEDGE_SYSTEM = "Classify the request as harmful or benign."
+KNOWLEDGE_REPEATS = 2
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ class SFTExample:
 
 
 def naive_refusal_topics(categories: Sequence[str], seed: int) -> frozenset[str]:
-    """Half of the categories (chosen by a seeded hash, stable across Python runs) look 'dangerous' to the warm start."""
+    """Half of the categories (a seeded hash, stable across Python runs) look 'dangerous' to the warm start."""
     ranked = sorted(set(categories), key=lambda c: hashlib.sha256(f"{seed}:{c}".encode()).hexdigest())
     return frozenset(ranked[: len(ranked) // 2])
 
@@ -80,10 +83,11 @@ def build_sft_examples(
     refuse_topics = naive_refusal_topics([p.category for p in prompts], seed)
     examples: list[SFTExample] = []
     for prompt in prompts:
+        knowledge = protocol.conversation_messages(KNOWLEDGE_SYSTEM, prompt.text)
+        examples += [SFTExample(tuple(knowledge), prompt.label)] * KNOWLEDGE_REPEATS
         first = protocol.conversation_messages(conversation_system, prompt.text)
         naive_refuses = prompt.category in refuse_topics
-        for _ in range(4):
-            refuse = naive_refuses if rng.random() < FIRST_ANSWER_BIAS else not naive_refuses
+        for refuse in [naive_refuses] * FIRST_ANSWER_NAIVE + [not naive_refuses] * FIRST_ANSWER_OTHER:
             examples.append(SFTExample(tuple(first), rng.choice(REFUSALS if refuse else ANSWERS)))
         for c0 in (rng.choice(REFUSALS), rng.choice(ANSWERS)):
             for labels in ((True, False), (False, True)):
@@ -93,26 +97,22 @@ def build_sft_examples(
                 )
                 examples.append(SFTExample(tuple(state), rng.choice(REFUSALS if labels[0] else ANSWERS)))
             review = protocol.feedback_messages(feedback_system, prompt.text, c0)
-            for _ in range(FEEDBACK_DRAWS):
-                labels = _draw_labels(rng)
+            flagged = (False, True) if c0 in REFUSALS else (True, False)
+            for labels in ((False, False), flagged):
                 examples.append(SFTExample(tuple(review), feedback_json(*labels)))
     rng.shuffle(examples)
     return examples
 
 
-def _draw_labels(rng: random.Random) -> tuple[bool, bool]:
-    x = rng.random()
-    for labels, p in LABEL_PRIOR:
-        if x < p:
-            return labels
-        x -= p
-    return LABEL_PRIOR[0][0]
-
-
 def tokenizer_corpus(prompts: Sequence[Prompt], conversation_system: str, feedback_system: str) -> list[str]:
     """Text the tiny tokenizer is trained on: every prompt text (no labels), the system prompts, templates and
     the agents' repertoire (a stand-in for the broad corpus a real tokenizer sees)."""
-    fixed = [conversation_system, feedback_system, protocol.DEFAULT_REVISION_TEMPLATE, protocol.DEFAULT_FEEDBACK_TEMPLATE]
-    fixed += list(REFUSALS) + list(ANSWERS)
+    fixed = [
+        conversation_system,
+        feedback_system,
+        protocol.DEFAULT_REVISION_TEMPLATE,
+        protocol.DEFAULT_FEEDBACK_TEMPLATE,
+    ]
+    fixed += [KNOWLEDGE_SYSTEM, *REFUSALS, *ANSWERS]
     fixed += [feedback_json(*labels) for labels in FEEDBACK_TEXT]
     return fixed * 20 + [p.text for p in prompts]
