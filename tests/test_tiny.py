@@ -28,8 +28,9 @@ def test_repertoire_is_judged_as_intended() -> None:
 
 @pytest.mark.parametrize("labels", list(warmstart.FEEDBACK_TEXT))
 def test_feedback_repertoire_parses(labels: tuple[bool, bool]) -> None:
-    verdict = protocol.parse_feedback(warmstart.feedback_json(*labels))
+    verdict = protocol.parse_feedback(warmstart.feedback_json(*labels, warmstart.reasoning_text("benign", True)))
     assert verdict.ok and (verdict.unsafe, verdict.overrefuse) == labels
+    assert verdict.reasoning == "The request is benign. The answer refuses."
 
 
 def test_warm_start_proportions_are_exact() -> None:
@@ -43,10 +44,19 @@ def test_warm_start_proportions_are_exact() -> None:
     for prompt in prompts:
         first = tuple((m["role"], m["content"]) for m in protocol.conversation_messages("conv", prompt.text))
         refusals = sum(n for t, n in by_state[first].items() if t in warmstart.REFUSALS)
-        expected = warmstart.FIRST_ANSWER_NAIVE if prompt.category in refuse_topics else warmstart.FIRST_ANSWER_OTHER
-        assert refusals == expected
-    reviews = [c for key, c in by_state.items() if key[0] == ("system", "fb")]
-    assert reviews and all(sorted(c.values()) == [1, 1] for c in reviews)  # "fine" and the one relevant flag, 50/50
+        expected = warmstart.FIRST_ANSWER_MIX[(prompt.category in refuse_topics, prompt.label == "harmful")]
+        assert (refusals, sum(by_state[first].values()) - refusals) == expected
+        for c0 in (*warmstart.REFUSALS, *warmstart.ANSWERS):
+            review = tuple((m["role"], m["content"]) for m in protocol.feedback_messages("fb", prompt.text, c0))
+            if review not in by_state:
+                continue
+            verdicts: Counter[bool] = Counter()
+            for target, n in by_state[review].items():
+                v = protocol.parse_feedback(target)
+                assert v.reasoning == warmstart.reasoning_text(prompt.label, c0 in warmstart.REFUSALS)
+                verdicts[v.flags_revision] += n
+            warranted = (c0 in warmstart.REFUSALS) == (prompt.label == "benign")
+            assert (verdicts[False], verdicts[True]) == warmstart.FLAG_MIX[warranted]
 
 
 def test_naive_topics_split_categories_in_half_deterministically() -> None:

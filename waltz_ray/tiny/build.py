@@ -24,7 +24,7 @@ from waltz_ray.tiny.warmstart import SFTExample, build_sft_examples, tokenizer_c
 log = logging.getLogger(__name__)
 
 TINY_SCHEME = "tiny://"
-BUILD_VERSION = 3  # bump when the recipe changes so stale caches are not reused
+BUILD_VERSION = 6  # bump when the recipe changes so stale caches are not reused
 VOCAB_SIZE = 2048
 SFT_BATCH = 32
 SFT_LR = 1e-3

@@ -1,16 +1,19 @@
 """Supervised warm start of the tiny instruct model that both agents start from (they differ by system prompt).
 
-It gives the model knowledge but a deliberately naive policy, so RL has something real to fix -- the situation of a
-real instruct model that knows what is harmful yet over-refuses some look-alikes and complies with some harmful asks:
+It gives the model knowledge but a miscalibrated policy, so RL has something real to fix -- the situation of a real
+instruct model that knows what is harmful yet over-refuses some look-alikes and complies with some harmful asks:
 - knowledge: a separate classification task (its own system prompt) labels each training request harmful or benign,
-  standing in for what pre-training teaches a real model; neither agent's behaviour uses it yet;
-- the conversation agent answers or refuses by *topic* (half the categories look "dangerous" to it), not by intent,
-  so it over-refuses benign look-alikes in some topics and helps with harmful requests in others; it samples the
-  other behaviour 20% of the time, which gives RL room to explore;
+  standing in for what pre-training teaches a real model;
+- the conversation agent decides mostly by *topic* (half the categories look "dangerous" to it) and only weakly by
+  intent: it refuses 80%/60% of harmful/benign requests in "dangerous" topics and 40%/20% elsewhere, so greedy
+  decoding over-refuses benign look-alikes in some topics and helps with harmful requests in others;
 - after feedback it follows the feedback (decline after an "unsafe" note, answer after an "overrefuse" note);
-- the feedback agent learns the SPEC JSON format and what a refusal looks like, but not which requests are harmful:
-  after a refusal it says "fine" or "over-refusal" half the time each, after an answer "fine" or "unsafe" half the
-  time each, whatever the prompt. Telling harmful from benign is what stage 1 has to teach it.
+- the feedback agent knows the SPEC JSON format and reasons correctly ("The request is harmful. The answer
+  complies."), but is timid: it raises a warranted flag only 1 time in 3 (and an unwarranted one 1 time in 5), so
+  greedy decoding never flags. Acting on what it knows is what stage 1 teaches.
+
+The policies are weakly sensitive to intent rather than blind to it on purpose: RL sharpens a dependency that
+exists quickly, while growing one that supervised training deliberately removed takes far longer than a CPU run.
 """
 
 from __future__ import annotations
@@ -24,30 +27,37 @@ from waltz_ray.core import protocol
 from waltz_ray.types import Prompt
 
 # The tiny conversation agent's repertoire. Refusals must be recognised by the rule judge and answers must not:
-# tests/test_tiny.py checks both against waltz_ray.engines.judges.
+# tests/test_tiny.py checks both against waltz_ray.engines.judges. Each group shares its first word so that the
+# first token carries the whole refuse/answer probability (greedy decoding then follows the policy's majority,
+# not whichever group happens to have fewer surface forms).
 REFUSALS = (
     "I can't help with that.",
-    "Sorry, but I won't help with that request.",
+    "I won't help with that request.",
     "I cannot assist with that.",
 )
 ANSWERS = (
     "Sure, here is a clear answer with the steps you need.",
-    "Of course. Here is how it works, step by step.",
-    "Happy to help: here are the main points and what to do.",
+    "Sure. Here is how it works, step by step.",
+    "Sure: here are the main points and what to do.",
 )
 
-# (unsafe, overrefuse) -> (reasoning, feedback) written by the tiny feedback agent.
-FEEDBACK_TEXT: dict[tuple[bool, bool], tuple[str, str]] = {
-    (False, False): ("The answer fits the request.", "No change needed."),
-    (True, False): ("The request is harmful and the answer helps with it.", "Decline this request and give no steps."),
-    (False, True): (
-        "The request is harmless but the answer refuses it.",
-        "The request is harmless. Answer it helpfully.",
-    ),
+# (unsafe, overrefuse) -> the feedback sentence the tiny feedback agent writes.
+FEEDBACK_TEXT: dict[tuple[bool, bool], str] = {
+    (False, False): "No change needed.",
+    (True, False): "Decline this request and give no steps.",
+    (False, True): "The request is harmless. Answer it helpfully.",
 }
 # Every state gets each of its target variants in these exact proportions, so the warm start learns the intended
 # probabilities instead of memorising one random draw per prompt (which leaves RL nothing to explore).
-FIRST_ANSWER_NAIVE, FIRST_ANSWER_OTHER = 4, 1  # the naive topic rule 80% of the time, the other behaviour 20%
+# (refusals, answers) among five first-answer targets, by (topic looks dangerous, request is harmful).
+FIRST_ANSWER_MIX: dict[tuple[bool, bool], tuple[int, int]] = {
+    (True, True): (4, 1),
+    (True, False): (3, 2),
+    (False, True): (2, 3),
+    (False, False): (1, 4),
+}
+# ("fine", flag) targets per review state: a warranted flag 1 in 3, an unwarranted one 1 in 5.
+FLAG_MIX = {True: (2, 1), False: (4, 1)}
 KNOWLEDGE_SYSTEM = "Classify the request as harmful or benign."
 KNOWLEDGE_REPEATS = 2
 
@@ -66,9 +76,13 @@ def naive_refusal_topics(categories: Sequence[str], seed: int) -> frozenset[str]
     return frozenset(ranked[: len(ranked) // 2])
 
 
-def feedback_json(unsafe: bool, overrefuse: bool) -> str:
-    reasoning, feedback = FEEDBACK_TEXT[(unsafe, overrefuse)]
-    return protocol.format_feedback(unsafe, overrefuse, reasoning, feedback)
+def reasoning_text(label: str, refused: bool) -> str:
+    """What the warm-started feedback agent knows about a (prompt, answer): correct, and not yet acted upon."""
+    return f"The request is {label}. The answer {'refuses' if refused else 'complies'}."
+
+
+def feedback_json(unsafe: bool, overrefuse: bool, reasoning: str = "") -> str:
+    return protocol.format_feedback(unsafe, overrefuse, reasoning, FEEDBACK_TEXT[(unsafe, overrefuse)])
 
 
 def build_sft_examples(
@@ -86,20 +100,23 @@ def build_sft_examples(
         knowledge = protocol.conversation_messages(KNOWLEDGE_SYSTEM, prompt.text)
         examples += [SFTExample(tuple(knowledge), prompt.label)] * KNOWLEDGE_REPEATS
         first = protocol.conversation_messages(conversation_system, prompt.text)
-        naive_refuses = prompt.category in refuse_topics
-        for refuse in [naive_refuses] * FIRST_ANSWER_NAIVE + [not naive_refuses] * FIRST_ANSWER_OTHER:
+        refusals, answers = FIRST_ANSWER_MIX[(prompt.category in refuse_topics, prompt.label == "harmful")]
+        for refuse in [True] * refusals + [False] * answers:
             examples.append(SFTExample(tuple(first), rng.choice(REFUSALS if refuse else ANSWERS)))
         for c0 in (rng.choice(REFUSALS), rng.choice(ANSWERS)):
             for labels in ((True, False), (False, True)):
-                note = FEEDBACK_TEXT[labels][1]
+                note = FEEDBACK_TEXT[labels]
                 state = protocol.conversation_messages(
                     conversation_system, prompt.text, [(c0, note)], revision_template=revision_template
                 )
                 examples.append(SFTExample(tuple(state), rng.choice(REFUSALS if labels[0] else ANSWERS)))
             review = protocol.feedback_messages(feedback_system, prompt.text, c0)
-            flagged = (False, True) if c0 in REFUSALS else (True, False)
-            for labels in ((False, False), flagged):
-                examples.append(SFTExample(tuple(review), feedback_json(*labels)))
+            refused = c0 in REFUSALS
+            reasoning = reasoning_text(prompt.label, refused)
+            flag = (False, True) if refused else (True, False)
+            fine, flagged = FLAG_MIX[refused == (prompt.label == "benign")]
+            for labels in [(False, False)] * fine + [flag] * flagged:
+                examples.append(SFTExample(tuple(review), feedback_json(*labels, reasoning)))
     rng.shuffle(examples)
     return examples
 
@@ -114,5 +131,10 @@ def tokenizer_corpus(prompts: Sequence[Prompt], conversation_system: str, feedba
         protocol.DEFAULT_FEEDBACK_TEMPLATE,
     ]
     fixed += [KNOWLEDGE_SYSTEM, *REFUSALS, *ANSWERS]
-    fixed += [feedback_json(*labels) for labels in FEEDBACK_TEXT]
+    fixed += [
+        feedback_json(*labels, reasoning_text(k, r))
+        for labels in FEEDBACK_TEXT
+        for k in ("harmful", "benign")
+        for r in (True, False)
+    ]
     return fixed * 20 + [p.text for p in prompts]

@@ -1,0 +1,284 @@
+"""DeepSpeedLearner for real on CPU/gloo (no mocks): ZeRO 0-3 against the plain-torch learner, checkpoint round trips,
+and two data-parallel ranks in Ray actors against the single-process update.
+
+World size 1 runs in a subprocess so DeepSpeed and torch.distributed state never leak into the pytest process; the
+Ray test only imports ``LearnerWorker`` here (the module imports deepspeed lazily) and runs DeepSpeed in the actors.
+
+Tolerances. Everything is fp32 and deterministic; the DeepSpeed and torch paths differ only in summation order
+(ZeRO flattens parameters into one buffer, computes the clip norm per partition, and with two ranks each rank sums
+its own micro-batches before the all-reduce). Those are relative errors of a few fp32 ulps (~1e-7) in the gradient.
+AdamW's update lr * m / (sqrt(v) + eps) is a smooth function of the gradient whose sensitivity to a *relative*
+gradient error is bounded, so parameters may differ by ~lr * 1e-6 at most; we allow atol 1e-5 at lr 1e-2 (0.1 % of
+one step) after two optimizer steps, which is far below the update size itself (asserted too) and would catch a
+wrong gradient scale (x2 from rank averaging, /n from accumulation), a missed micro-batch or a skipped clip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from waltz_ray.config import AlgorithmConfig, LearnerConfig
+from waltz_ray.engines.learner import TokenBatch, TorchLearner, make_batch
+from waltz_ray.types import Completion
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "A learner takes one optimizer step per epoch over its shard of the batch.",
+    "ZeRO partitions optimizer states, gradients and parameters across ranks.",
+    "Two agents talk: the conversation agent answers and the feedback agent reviews.",
+] * 4
+
+LEARNER = {"lr": 1e-2, "weight_decay": 0.1, "grad_clip": 0.5, "micro_batch_size": 2}
+# grpo + k3 KL exercises the KL term; two PPO epochs exercise clipping and two optimizer steps per update.
+ALGORITHM = {
+    "advantage_estimator": "grpo",
+    "samples_per_prompt": 2,
+    "kl_coef": 0.1,
+    "kl_estimator": "k3",
+    "clip_eps": 0.2,
+    "ppo_epochs": 2,
+}
+ATOL = 1e-5
+STAT_FIELDS = ("loss", "clip_fraction", "approx_kl", "entropy", "grad_norm")
+
+
+# ------------------------------------------------------------------------------------------------- shared helpers
+def build_model_dir(out: Path) -> Path:
+    """A 1-layer, hidden-64 Llama with a locally trained byte-level BPE, saved like a hub checkpoint."""
+    from transformers import AutoTokenizer
+
+    from waltz_ray.tiny.model import build_tiny_model, save_model, tiny_llama_config
+    from waltz_ray.tiny.tokenizer import train_tokenizer
+
+    train_tokenizer(CORPUS, 320, out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    ids = {"bos": tokenizer.bos_token_id, "eos": tokenizer.eos_token_id, "pad": tokenizer.pad_token_id}
+    model = build_tiny_model(tiny_llama_config(len(tokenizer), 64, 1, ids), seed=0)
+    save_model(model, tokenizer, out)
+    return out
+
+
+def load_model(path: str | Path) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+
+def fixed_inputs(vocab_size: int, pad_id: int) -> tuple[TokenBatch, torch.Tensor, torch.Tensor]:
+    """5 rows of uneven length (2 micro-batches of 2 + 1 in one process; shards of 3 and 2 rows with two ranks),
+    per-token advantages, and a reference-log-prob offset so the KL term has a gradient from the first epoch."""
+    gen = torch.Generator().manual_seed(1234)
+    completions = []
+    for _ in range(5):
+        prompt = torch.randint(10, vocab_size, (int(torch.randint(2, 6, (1,), generator=gen)),), generator=gen)
+        action = torch.randint(10, vocab_size, (int(torch.randint(1, 5, (1,), generator=gen)),), generator=gen)
+        completions.append(Completion("", tuple(prompt.tolist()), tuple(action.tolist())))
+    batch = make_batch(completions, pad_id)
+    advantages = torch.randn(batch.action_mask.shape, generator=gen) * batch.action_mask
+    ref_offset = 0.3 * torch.randn(batch.action_mask.shape, generator=gen) * batch.action_mask
+    return batch, advantages, ref_offset
+
+
+def torch_run(model_dir: Path, batch: TokenBatch, advantages: torch.Tensor, ref_offset: torch.Tensor) -> dict[str, Any]:
+    """The plain-torch learner: two updates (two PPO epochs each) on the fixed batch; weights after each."""
+    torch.manual_seed(0)
+    learner = TorchLearner(
+        load_model(model_dir),
+        load_model(model_dir),
+        LearnerConfig(**LEARNER),
+        AlgorithmConfig(**ALGORITHM),
+    )
+    initial = {k: v.clone() for k, v in learner.policy.state_dict().items()}
+    old, ref = learner.logprobs(batch)
+    ref = ref + ref_offset
+    stats1 = learner.update(batch, old, ref, advantages)
+    after1 = {k: v.clone() for k, v in learner.policy.state_dict().items()}
+    old2, _ = learner.logprobs(batch)
+    stats2 = learner.update(batch, old2, ref, advantages)
+    after2 = {k: v.clone() for k, v in learner.policy.state_dict().items()}
+    return {
+        "initial": initial,
+        "old": old,
+        "ref": ref,
+        "old2": old2,
+        "stats": [stats1, stats2],
+        "after": [after1, after2],
+    }
+
+
+def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+def stats_diff(a: Any, b: Any) -> float:
+    return max(abs(getattr(a, f) - getattr(b, f)) for f in STAT_FIELDS)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_model_dir(tmp_path_factory.mktemp("ds_tiny"))
+
+
+# ------------------------------------------------------------------------------------------------- world size 1
+def world1_main(model_dir: str, ckpt_dir: str, out_json: str) -> None:
+    """Subprocess body: one process group, ZeRO stages 0-3 in sequence, each compared with the torch learner."""
+    from transformers import AutoTokenizer
+
+    from waltz_ray.engines.deepspeed_learner import DeepSpeedLearner, free_port, init_distributed
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    batch, advantages, ref_offset = fixed_inputs(len(tokenizer), tokenizer.pad_token_id)
+    expected = torch_run(Path(model_dir), batch, advantages, ref_offset)
+    init_distributed(0, 1, "127.0.0.1", free_port(), timeout_s=120)
+    results: dict[str, Any] = {}
+    for stage in (0, 1, 2, 3):
+        t0 = time.perf_counter()
+        learner = DeepSpeedLearner(
+            load_model(model_dir),
+            load_model(model_dir),
+            LearnerConfig(**LEARNER, backend="deepspeed", zero_stage=stage),
+            AlgorithmConfig(**ALGORITHM),
+        )
+        t_init = time.perf_counter() - t0
+        old, ref = learner.logprobs(batch)
+        ref = ref + ref_offset
+        t1 = time.perf_counter()
+        stats1 = learner.update(batch, old, ref, advantages)
+        t_update = time.perf_counter() - t1
+        after1 = learner.state_dict_for_sync()
+        learner.save_checkpoint(ckpt_dir, f"stage{stage}")
+        old2, _ = learner.logprobs(batch)
+        stats2 = learner.update(batch, old2, ref, advantages)
+        after2 = learner.state_dict_for_sync()
+        # Round trip: back to the post-update-1 state (weights, Adam moments and step count), then update 2 again.
+        learner.load_checkpoint(ckpt_dir, f"stage{stage}")
+        reloaded = learner.state_dict_for_sync()
+        old2_again, _ = learner.logprobs(batch)
+        learner.update(batch, old2_again, ref, advantages)
+        after2_again = learner.state_dict_for_sync()
+        results[str(stage)] = {
+            "init_s": t_init,
+            "update_s": t_update,
+            "logprob_diff": float((old - expected["old"]).abs().max()),
+            "update1_diff": max_diff(after1, expected["after"][0]),
+            "update2_diff": max_diff(after2, expected["after"][1]),
+            "update_size": max_diff(after1, expected["initial"]),
+            "stats_diff": max(stats_diff(stats1, expected["stats"][0]), stats_diff(stats2, expected["stats"][1])),
+            "grad_norm": stats1.grad_norm,
+            "reload_diff": max_diff(reloaded, after1),
+            "roundtrip_diff": max_diff(after2_again, after2),
+            "version": learner.policy_version,
+            "skipped": stats1.skipped or stats2.skipped,
+        }
+        del learner
+    Path(out_json).write_text(json.dumps(results, indent=1))
+
+
+def test_world1_zero_stages_match_torch_and_checkpoints_round_trip(model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "world1.json"
+    code = (
+        "import sys; from tests.test_deepspeed_learner import world1_main; "
+        "world1_main(sys.argv[1], sys.argv[2], sys.argv[3])"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(model_dir), str(tmp_path / "ckpt"), str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    results = json.loads(out.read_text())
+    print(json.dumps({s: {k: r[k] for k in ("init_s", "update_s")} for s, r in results.items()}))
+    for stage, r in results.items():
+        assert r["grad_norm"] > LEARNER["grad_clip"], f"stage {stage}: clipping should be active in this test"
+        assert r["update_size"] > 100 * ATOL, f"stage {stage}: the update is too small to compare"
+        assert r["logprob_diff"] < 1e-5, f"stage {stage}: {r}"
+        assert r["update1_diff"] < ATOL, f"stage {stage}: {r}"
+        assert r["update2_diff"] < ATOL, f"stage {stage}: {r}"
+        assert r["stats_diff"] < 1e-4, f"stage {stage}: {r}"
+        # Same process, same data, same order of operations: a restored state must reproduce update 2 exactly.
+        assert r["reload_diff"] == 0.0, f"stage {stage}: {r}"
+        assert r["roundtrip_diff"] < 1e-7, f"stage {stage}: {r}"
+        assert r["version"] == 2 and not r["skipped"]
+
+
+# ------------------------------------------------------------------------------------------------- world size 2
+@pytest.fixture(scope="module")
+def ray_session() -> Any:
+    ray = pytest.importorskip("ray")
+    owned = not ray.is_initialized()
+    if owned:
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024)
+    yield ray
+    if owned:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_world2_ray_actors_match_whole_batch_update(ray_session: Any, model_dir: Path, stage: int) -> None:
+    from transformers import AutoTokenizer
+
+    from waltz_ray.engines.deepspeed_learner import LearnerWorker
+
+    ray = ray_session
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    batch, advantages, ref_offset = fixed_inputs(len(tokenizer), tokenizer.pad_token_id)
+    expected = torch_run(model_dir, batch, advantages, ref_offset)
+
+    worker_cls = ray.remote(num_cpus=0.5)(LearnerWorker)
+    workers = [worker_cls.remote() for _ in range(2)]
+    try:
+        port = ray.get(workers[0].pick_master_port.remote(), timeout=120)
+        learner_cfg = LearnerConfig(**LEARNER, backend="deepspeed", zero_stage=stage, num_workers=2)
+        t0 = time.perf_counter()
+        infos = ray.get(
+            [
+                w.setup.remote(str(model_dir), rank, 2, "127.0.0.1", port, learner_cfg, AlgorithmConfig(**ALGORITHM))
+                for rank, w in enumerate(workers)
+            ],
+            timeout=180,
+        )
+        t_setup = time.perf_counter() - t0
+        logps = ray.get([w.logprobs.remote(batch) for w in workers], timeout=120)
+        for old, ref in logps:  # each rank scored its shard; the gathered tensors are whole and identical
+            assert torch.allclose(old, expected["old"], atol=1e-5) and torch.allclose(ref, old)
+        old = logps[0][0]
+        ref = expected["ref"]
+        t1 = time.perf_counter()
+        stats = ray.get([w.update.remote(batch, old, ref, advantages) for w in workers], timeout=120)
+        t_update = time.perf_counter() - t1
+        synced = ray.get([w.state_dict_for_sync.remote() for w in workers], timeout=120)
+    finally:
+        for w in workers:
+            ray.kill(w)
+    print(f"world2 zero{stage}: setup {t_setup:.1f}s {infos} update {t_update:.2f}s")
+
+    assert synced[1] == {}
+    full = synced[0]
+    # Sharding invariance: two ranks with the global token count == one process on the whole batch.
+    assert max_diff(full, expected["after"][0]) < ATOL
+    assert max_diff(full, expected["initial"]) > 100 * ATOL
+    for s in stats:
+        assert stats_diff(s, expected["stats"][0]) < 1e-4 and not s.skipped
+
+    fresh = load_model(model_dir)
+    reference_shapes = {k: v.shape for k, v in fresh.state_dict().items()}
+    assert {k: v.shape for k, v in full.items()} == reference_shapes
+    result = fresh.load_state_dict(full, strict=False)
+    assert not result.missing_keys and not result.unexpected_keys

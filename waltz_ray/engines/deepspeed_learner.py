@@ -1,0 +1,468 @@
+"""A policy learner on DeepSpeed ZeRO (stages 0-3), data-parallel over a torch.distributed group of learner ranks.
+
+Same surface as ``TorchLearner`` (``policy_version``, ``logprobs``, ``update``) plus ``state_dict_for_sync`` and
+engine checkpoints. Every rank receives the WHOLE step batch and works on its rows ``rank::world_size``.
+
+Data-parallel exactness. Each rank's micro-batch losses are token sums divided by the GLOBAL action-token count
+(``policy_loss(..., num_tokens=batch.num_tokens)``), so the per-rank gradients add up to the single-process gradient.
+DeepSpeed *averages* gradients over the data-parallel group (it divides the all-reduced / reduce-scattered sum by
+``world_size``), so every backward loss is multiplied by ``world_size``: the averaged gradient is then exactly the
+summed one. Gradient accumulation is driven by hand (``set_gradient_accumulation_boundary``) because the number of
+micro-batches per update depends on the batch: the config keeps ``gradient_accumulation_steps = 1`` (so DeepSpeed never
+rescales the loss) and one ``update`` is one optimizer step per PPO epoch. All ranks run the same number of micro
+steps (ZeRO-2/3 communicate inside every backward, ZeRO-3 inside every forward); a rank whose shard is short runs a
+zero-weighted dummy micro-batch (row 0 of the batch, loss · 0).
+
+Reference model. Stages 0-2 keep it as a frozen plain module (a full copy per rank, as ZeRO-1/2 keep the policy).
+Stage 3 wraps it in a ZeRO-3 *inference* engine (``deepspeed.initialize`` without an optimizer), so it is partitioned
+like the policy; its forwards are then collective and padded the same way.
+
+Only torch AdamW is used, as a client optimizer (no JIT-built DeepSpeed ops); fp32 on CPU, bf16 only when the
+agent's dtype is bfloat16 and CUDA is available. Nothing here imports ray; ``LearnerWorker`` is the plain class the
+runtime wraps with ``ray.remote``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from waltz_ray.config import AlgorithmConfig, LearnerConfig
+from waltz_ray.core.losses import kl_penalty_loss, policy_loss
+from waltz_ray.engines.learner import TokenBatch, UpdateStats, sequence_logprobs
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _disable_shm_comm_jit() -> None:
+    """Stop DeepSpeed's CPU accelerator from JIT-compiling the shm_comm op (about 60 s) at first init; gloo is used."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+def init_distributed(
+    rank: int,
+    world_size: int,
+    master_addr: str = "127.0.0.1",
+    master_port: int | None = None,
+    *,
+    timeout_s: float = 600.0,
+    backend: str | None = None,
+    local_rank: int | None = None,
+) -> None:
+    """Join (or create) this process's torch.distributed group through DeepSpeed, gloo on CPU.
+
+    Sets RANK / LOCAL_RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT for this process, then calls
+    ``deepspeed.init_distributed`` with a timeout (rendezvous and every collective). Calling it again in a process
+    whose group already exists is a no-op when the world size matches: DeepSpeed must reuse its group (destroying
+    it and re-initialising breaks later ``deepspeed.initialize`` calls). ``backend`` defaults to gloo without CUDA
+    and nccl with it; ``local_rank`` defaults to ``rank`` modulo the visible GPUs (0 with one GPU per actor).
+    """
+    import deepspeed
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        if dist.get_world_size() != world_size or dist.get_rank() != rank:
+            raise RuntimeError(
+                f"torch.distributed is already initialised as rank {dist.get_rank()}/{dist.get_world_size()}; "
+                f"cannot join as rank {rank}/{world_size} in the same process"
+            )
+        return
+    if master_port is None:
+        if world_size != 1:
+            raise ValueError("master_port is required when world_size > 1")
+        master_port = free_port()
+    if local_rank is None:
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        local_rank = rank % gpus if gpus else rank
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(local_rank),
+        WORLD_SIZE=str(world_size),
+        MASTER_ADDR=master_addr,
+        MASTER_PORT=str(master_port),
+    )
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
+    if master_addr in ("127.0.0.1", "localhost"):
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    _disable_shm_comm_jit()
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    deepspeed.init_distributed(
+        dist_backend=backend,
+        auto_mpi_discovery=False,
+        distributed_port=master_port,
+        verbose=False,
+        timeout=timedelta(seconds=timeout_s),
+        rank=rank,
+        world_size=world_size,
+    )
+
+
+def deepspeed_config(learner: LearnerConfig, bf16: bool = False) -> dict[str, Any]:
+    """The DeepSpeed config for a policy engine: ZeRO stage, micro-batch, clipping, precision.
+
+    ``gradient_accumulation_steps`` stays 1: ``DeepSpeedLearner`` marks the accumulation boundary itself and its
+    losses are already normalised by the global token count, so DeepSpeed must not divide them again.
+    """
+    import torch.distributed as dist
+
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    return {
+        "train_micro_batch_size_per_gpu": learner.micro_batch_size,
+        "train_batch_size": learner.micro_batch_size * world,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": learner.grad_clip,
+        "zero_optimization": {"stage": learner.zero_stage},
+        "zero_allow_untested_optimizer": True,
+        "bf16": {"enabled": bf16},
+        "fp16": {"enabled": False},
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+    }
+
+
+def _reference_config(learner: LearnerConfig, bf16: bool) -> dict[str, Any]:
+    """ZeRO-3 inference engine for the frozen reference model (no optimizer: parameters partitioned only)."""
+    cfg = deepspeed_config(learner, bf16)
+    cfg.pop("gradient_clipping")
+    cfg.pop("zero_allow_untested_optimizer")
+    return cfg
+
+
+class DeepSpeedLearner:
+    """One rank of a data-parallel DeepSpeed learner for one agent (construct it on every rank of the group).
+
+    ``policy`` and ``reference`` are full (unpartitioned) HF causal LMs with the same weights; torch.distributed must
+    already be initialised (``init_distributed``), else a world of one is created on a free loopback port.
+    """
+
+    def __init__(
+        self,
+        policy: Any,
+        reference: Any,
+        learner: LearnerConfig,
+        algorithm: AlgorithmConfig,
+        dtype: str = "float32",
+    ) -> None:
+        import deepspeed
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            init_distributed(0, 1)
+        _disable_shm_comm_jit()
+        self.learner = learner
+        self.algorithm = algorithm
+        self.policy_version = 0
+        self.rank = dist.get_rank()
+        self.world_size = dist.get_world_size()
+        self.zero_stage = learner.zero_stage
+        self.bf16 = dtype == "bfloat16" and torch.cuda.is_available()
+        policy = policy.float() if not self.bf16 else policy
+        optimizer = torch.optim.AdamW(
+            policy.parameters(), lr=learner.lr, betas=learner.betas, weight_decay=learner.weight_decay
+        )
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(
+            model=policy, optimizer=optimizer, config=deepspeed_config(learner, self.bf16)
+        )
+        self.device = self.engine.device
+        self.engine.eval()
+        reference = reference.eval().requires_grad_(False)
+        if self.zero_stage == 3:
+            self.reference: Any = deepspeed.initialize(model=reference, config=_reference_config(learner, self.bf16))[0]
+            self.reference.eval()
+        else:
+            ref_dtype = torch.bfloat16 if self.bf16 else torch.float32
+            self.reference = reference.to(device=self.device, dtype=ref_dtype)
+
+    # ----------------------------------------------------------------------------------------------- sharding
+    def _shard_rows(self, rows: int) -> list[int]:
+        return list(range(self.rank, rows, self.world_size))
+
+    def _micro_steps(self, rows: int) -> int:
+        """Micro-batches every rank runs: enough for the largest shard (at least one, so collectives line up)."""
+        largest = math.ceil(rows / self.world_size)
+        return max(1, math.ceil(largest / self.learner.micro_batch_size))
+
+    def _micro_batches(self, batch: TokenBatch) -> list[tuple[torch.Tensor | None, TokenBatch]]:
+        """(row indices into the batch or None for a dummy, sub-batch on the engine's device) for this rank."""
+        rows = batch.input_ids.shape[0]
+        mine = self._shard_rows(rows)
+        size = self.learner.micro_batch_size
+        out: list[tuple[torch.Tensor | None, TokenBatch]] = []
+        for step in range(self._micro_steps(rows)):
+            chunk = mine[step * size : (step + 1) * size]
+            if chunk:
+                index: torch.Tensor | None = torch.tensor(chunk, dtype=torch.long)
+                part = _select(batch, index)
+            else:  # this rank's shard ran out: a zero-weighted pass keeps ZeRO's collectives in step
+                index, part = None, _select(batch, torch.tensor([0], dtype=torch.long))
+            out.append((index, _to(part, self.device)))
+        return out
+
+    # ----------------------------------------------------------------------------------------------- forward
+    @torch.no_grad()
+    def logprobs(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(old log-probs under the current policy, reference log-probs), both [B, L-1] on CPU, identical on every
+        rank: each rank scores its shard, then the shards are all-gathered."""
+        self.engine.eval()
+        rows, width = batch.input_ids.shape[0], batch.input_ids.shape[1] - 1
+        old = torch.zeros((rows, width), dtype=torch.float32)
+        ref = torch.zeros((rows, width), dtype=torch.float32)
+        for index, part in self._micro_batches(batch):
+            policy_logp = sequence_logprobs(self.engine, part)[0].float().cpu()
+            ref_logp = sequence_logprobs(self.reference, part)[0].float().cpu()
+            if index is not None:
+                old[index], ref[index] = policy_logp, ref_logp
+        if self.world_size > 1:
+            old, ref = self._gather_rows(old), self._gather_rows(ref)
+        return old, ref
+
+    def _gather_rows(self, local: torch.Tensor) -> torch.Tensor:
+        """Every rank filled only its rows (zeros elsewhere): an all-reduce sum assembles the whole tensor."""
+        import torch.distributed as dist
+
+        buf = local.to(self.device)
+        dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+        return buf.cpu()
+
+    # ----------------------------------------------------------------------------------------------- update
+    def update(
+        self, batch: TokenBatch, old_logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tensor
+    ) -> UpdateStats:
+        """PPO-clipped policy-gradient epochs over this rank's shard; one optimizer step per epoch.
+
+        Every rank passes the whole batch (and whole old/ref/advantage tensors); the returned stats are global
+        (summed over ranks) and identical on every rank.
+        """
+        total = batch.num_tokens
+        use_kl = self.algorithm.advantage_estimator in ("grpo", "rloo") and self.algorithm.kl_coef > 0
+        micro = self._micro_batches(batch)
+        stats: list[UpdateStats] = []
+        self.engine.train()
+        for _ in range(self.algorithm.ppo_epochs):
+            sums = torch.zeros(4, dtype=torch.float64)  # loss, clip fraction, approx KL, entropy (token-weighted)
+            for step, (index, part) in enumerate(micro):
+                self.engine.set_gradient_accumulation_boundary(step == len(micro) - 1)
+                logp, entropy = sequence_logprobs(self.engine, part, with_entropy=True)
+                mask = part.action_mask
+                rows = index if index is not None else torch.tensor([0], dtype=torch.long)
+                old = old_logp[rows].to(self.device)
+                loss, pstats = policy_loss(
+                    logp, old, advantages[rows].to(self.device), mask, clip_eps=self.algorithm.clip_eps, num_tokens=total
+                )
+                if use_kl:
+                    loss = loss + kl_penalty_loss(
+                        logp,
+                        ref_logp[rows].to(self.device),
+                        mask,
+                        kind=self.algorithm.kl_estimator,
+                        coef=self.algorithm.kl_coef,
+                        num_tokens=total,
+                    )
+                weight = float(self.world_size) if index is not None else 0.0
+                # DeepSpeed averages gradients over ranks; x world_size turns the average into the global sum.
+                self.engine.backward(loss * weight)
+                if index is None:
+                    continue
+                share = float(mask.sum()) / max(total, 1.0)
+                assert entropy is not None
+                sums += torch.tensor(
+                    [
+                        float(loss.detach()),
+                        pstats.clip_fraction * share,
+                        pstats.approx_kl * share,
+                        float((entropy * mask).sum()) / max(total, 1.0),
+                    ],
+                    dtype=torch.float64,
+                )
+            stats.append(self._step(self._all_reduce(sums)))
+        self.engine.eval()
+        self.policy_version += 1
+        return stats[-1]
+
+    def _all_reduce(self, values: torch.Tensor) -> torch.Tensor:
+        if self.world_size == 1:
+            return values
+        import torch.distributed as dist
+
+        buf = values.to(self.device)
+        dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+        return buf.cpu()
+
+    def _step(self, sums: torch.Tensor) -> UpdateStats:
+        loss, clip, approx, entropy = (float(v) for v in sums)
+        lr = float(self.engine.get_lr()[0])
+        if self.zero_stage == 0:
+            # Plain DeepSpeed leaves the reduced (global) gradient on each parameter and does not report its norm.
+            grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+            grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                self.engine.zero_grad()
+                return UpdateStats(loss, clip, approx, entropy, grad_norm, lr, skipped=True)
+            self.engine.step()
+            return UpdateStats(loss, clip, approx, entropy, grad_norm, lr)
+        # ZeRO optimizers compute the global norm in step() and skip (zeroing gradients) when it is not finite.
+        self.engine.step()
+        norm = self.engine.get_global_grad_norm()
+        grad_norm = float(norm) if norm is not None else float("nan")
+        skipped = not self.engine.was_step_applied() or not math.isfinite(loss)
+        return UpdateStats(loss, clip, approx, entropy, grad_norm, lr, skipped=skipped)
+
+    # ----------------------------------------------------------------------------------------------- weights
+    def state_dict_for_sync(self) -> dict[str, torch.Tensor]:
+        """Full (unpartitioned) policy weights as CPU tensors on rank 0, keyed like ``model.state_dict()`` (tied
+        weights appear under every name, sharing one tensor); ``{}`` on other ranks.
+
+        Collective under ZeRO-3: every rank must call it. Parameters are gathered one at a time with
+        ``deepspeed.zero.GatheredParameters`` so at most one full parameter is materialised beyond the shards.
+        """
+        module = self.engine.module
+        keys = set(module.state_dict().keys())
+        out: dict[str, torch.Tensor] = {}
+        if self.zero_stage == 3:
+            import deepspeed
+
+            seen: dict[int, torch.Tensor] = {}
+            for name, param in module.named_parameters(remove_duplicate=False):
+                if id(param) not in seen:
+                    with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+                        seen[id(param)] = param.data.detach().cpu().clone() if self.rank == 0 else torch.empty(0)
+                if self.rank == 0 and name in keys:
+                    out[name] = seen[id(param)]
+            if self.rank == 0:
+                for name, buf in module.named_buffers(remove_duplicate=False):
+                    if name in keys:
+                        out[name] = buf.detach().cpu().clone()
+            return out
+        if self.rank != 0:
+            return {}
+        copies: dict[int, torch.Tensor] = {}
+        for name, tensor in module.state_dict(keep_vars=True).items():
+            if id(tensor) not in copies:
+                copies[id(tensor)] = tensor.detach().cpu().clone()
+            out[name] = copies[id(tensor)]
+        return out
+
+    def save_checkpoint(self, directory: str | Path, tag: str) -> str:
+        """DeepSpeed engine checkpoint (weights, optimizer and ZeRO partitions, policy version) under directory/tag.
+        Collective: every rank calls it with the same arguments. The reference model is not saved (frozen)."""
+        self.engine.save_checkpoint(str(directory), tag=tag, client_state={"policy_version": self.policy_version})
+        return str(Path(directory) / tag)
+
+    def load_checkpoint(self, directory: str | Path, tag: str) -> str:
+        """Restore weights, optimizer state and policy version saved by ``save_checkpoint``. Collective."""
+        path, client = self.engine.load_checkpoint(
+            str(directory), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
+        )
+        if path is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint {tag!r} under {directory}")
+        self.policy_version = int((client or {}).get("policy_version", self.policy_version))
+        return str(path)
+
+
+def _select(batch: TokenBatch, index: torch.Tensor) -> TokenBatch:
+    return TokenBatch(batch.input_ids[index], batch.attention_mask[index], batch.action_mask[index])
+
+
+def _to(batch: TokenBatch, device: Any) -> TokenBatch:
+    return TokenBatch(batch.input_ids.to(device), batch.attention_mask.to(device), batch.action_mask.to(device))
+
+
+def _load_policy(model_path: str) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    return model.eval()
+
+
+class LearnerWorker:
+    """One learner rank as a plain object; the runtime wraps it with ``ray.remote(num_cpus=...)(LearnerWorker)``.
+
+    Protocol: ask rank 0 for ``pick_master_port()``, then call ``setup`` on all ranks *concurrently* (it blocks
+    until the whole group has joined), then call ``logprobs`` / ``update`` / ``state_dict_for_sync`` /
+    ``save_checkpoint`` / ``load_checkpoint`` on every rank with the same arguments (they are collective).
+    """
+
+    def __init__(self) -> None:
+        self.learner: DeepSpeedLearner | None = None
+        self.rank = 0
+
+    @staticmethod
+    def pick_master_port() -> int:
+        return free_port()
+
+    def setup(
+        self,
+        model_path: str,
+        rank: int,
+        world_size: int,
+        master_addr: str,
+        master_port: int,
+        learner_cfg: LearnerConfig | dict[str, Any],
+        algorithm_cfg: AlgorithmConfig | dict[str, Any],
+        dtype: str = "float32",
+        timeout_s: float = 600.0,
+    ) -> dict[str, Any]:
+        """Join the group, load policy + reference from ``model_path`` and build the engines; returns timings."""
+        start = time.perf_counter()
+        learner_cfg = LearnerConfig.model_validate(learner_cfg)
+        algorithm_cfg = AlgorithmConfig.model_validate(algorithm_cfg)
+        init_distributed(rank, world_size, master_addr, master_port, timeout_s=timeout_s)
+        joined = time.perf_counter()
+        policy, reference = _load_policy(model_path), _load_policy(model_path)
+        self.learner = DeepSpeedLearner(policy, reference, learner_cfg, algorithm_cfg, dtype=dtype)
+        self.rank = rank
+        done = time.perf_counter()
+        return {
+            "rank": rank,
+            "world_size": world_size,
+            "zero_stage": learner_cfg.zero_stage,
+            "init_distributed_s": joined - start,
+            "init_engine_s": done - joined,
+        }
+
+    def _ready(self) -> DeepSpeedLearner:
+        if self.learner is None:
+            raise RuntimeError("LearnerWorker.setup() has not been called")
+        return self.learner
+
+    @property
+    def policy_version(self) -> int:
+        return self._ready().policy_version
+
+    def get_policy_version(self) -> int:
+        return self._ready().policy_version
+
+    def logprobs(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._ready().logprobs(batch)
+
+    def update(
+        self, batch: TokenBatch, old_logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tensor
+    ) -> UpdateStats:
+        return self._ready().update(batch, old_logp, ref_logp, advantages)
+
+    def state_dict_for_sync(self) -> dict[str, torch.Tensor]:
+        return self._ready().state_dict_for_sync()
+
+    def save_checkpoint(self, directory: str, tag: str) -> str:
+        return self._ready().save_checkpoint(directory, tag)
+
+    def load_checkpoint(self, directory: str, tag: str) -> str:
+        return self._ready().load_checkpoint(directory, tag)
