@@ -208,19 +208,16 @@ class DeepSpeedLearner:
         out: list[tuple[torch.Tensor | None, TokenBatch]] = []
         for step in range(self._micro_steps(rows)):
             chunk = mine[step * size : (step + 1) * size]
-            if chunk:
-                index: torch.Tensor | None = torch.tensor(chunk, dtype=torch.long)
-                part = _select(batch, index)
-            else:  # this rank's shard ran out: a zero-weighted pass keeps ZeRO's collectives in step
-                index, part = None, _select(batch, torch.tensor([0], dtype=torch.long))
-            out.append((index, _to(part, self.device)))
+            # A rank whose shard ran out runs a zero-weighted pass on row 0 so ZeRO's collectives stay in step.
+            rows_here = torch.tensor(chunk or [0], dtype=torch.long)
+            out.append((rows_here if chunk else None, _to(_select(batch, rows_here), self.device)))
         return out
 
     # ----------------------------------------------------------------------------------------------- forward
     @torch.no_grad()
     def logprobs(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(old log-probs under the current policy, reference log-probs), both [B, L-1] on CPU, identical on every
-        rank: each rank scores its shard, then the shards are all-gathered."""
+        rank: each rank scores its shard into a zero-filled tensor, then one all-reduce sum assembles them."""
         self.engine.eval()
         rows, width = batch.input_ids.shape[0], batch.input_ids.shape[1] - 1
         old = torch.zeros((rows, width), dtype=torch.float32)
@@ -265,7 +262,12 @@ class DeepSpeedLearner:
                 rows = index if index is not None else torch.tensor([0], dtype=torch.long)
                 old = old_logp[rows].to(self.device)
                 loss, pstats = policy_loss(
-                    logp, old, advantages[rows].to(self.device), mask, clip_eps=self.algorithm.clip_eps, num_tokens=total
+                    logp,
+                    old,
+                    advantages[rows].to(self.device),
+                    mask,
+                    clip_eps=self.algorithm.clip_eps,
+                    num_tokens=total,
                 )
                 if use_kl:
                     loss = loss + kl_penalty_loss(
@@ -388,8 +390,9 @@ def _to(batch: TokenBatch, device: Any) -> TokenBatch:
 def _load_policy(model_path: str) -> Any:
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    return model.eval()
+    model: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    model.eval()
+    return model
 
 
 class LearnerWorker:
@@ -421,21 +424,26 @@ class LearnerWorker:
         timeout_s: float = 600.0,
     ) -> dict[str, Any]:
         """Join the group, load policy + reference from ``model_path`` and build the engines; returns timings."""
-        start = time.perf_counter()
+        marks = [time.perf_counter()]
         learner_cfg = LearnerConfig.model_validate(learner_cfg)
         algorithm_cfg = AlgorithmConfig.model_validate(algorithm_cfg)
+        import deepspeed  # noqa: F401  (timed apart: the import dominates a tiny model's setup)
+        import transformers  # noqa: F401
+
+        marks.append(time.perf_counter())
         init_distributed(rank, world_size, master_addr, master_port, timeout_s=timeout_s)
-        joined = time.perf_counter()
+        marks.append(time.perf_counter())
         policy, reference = _load_policy(model_path), _load_policy(model_path)
+        marks.append(time.perf_counter())
         self.learner = DeepSpeedLearner(policy, reference, learner_cfg, algorithm_cfg, dtype=dtype)
         self.rank = rank
-        done = time.perf_counter()
+        marks.append(time.perf_counter())
+        names = ("import_s", "init_distributed_s", "load_models_s", "init_engine_s")
         return {
             "rank": rank,
             "world_size": world_size,
             "zero_stage": learner_cfg.zero_stage,
-            "init_distributed_s": joined - start,
-            "init_engine_s": done - joined,
+            **{name: round(marks[i + 1] - marks[i], 3) for i, name in enumerate(names)},
         }
 
     def _ready(self) -> DeepSpeedLearner:

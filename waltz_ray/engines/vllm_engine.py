@@ -20,8 +20,9 @@ Completion contract (the same as :class:`waltz_ray.engines.hf.HFGenerator`):
   for ``top_p == 1``. The learner recomputes old-policy log-probabilities itself, so this only affects diagnostics.
 * Seeded sampling: request ``i`` of a batch gets ``seed = params.seed + i``, so a batch is reproducible.
 
-Weight sync goes through a safetensors file and a worker RPC (see ``vllm_worker_ext``); the prefix cache is reset
-afterwards so no KV block computed with old weights is reused.
+Weight sync goes through a safetensors file and a worker RPC (see ``vllm_worker_ext``): the workers stream it into
+``reload_weights`` and then rebuild the CPU GEMM of a tied ``lm_head``, which vLLM would otherwise leave bound to the
+old embedding matrix. The prefix cache is reset afterwards so no KV block computed with old weights is reused.
 
 vLLM's CPU worker monkeypatches ``torch.set_num_threads`` into a no-op and binds OpenMP threads in the process that
 hosts it (the current process when ``VLLM_ENABLE_V1_MULTIPROCESSING=0``): keep the engine in its own process or
@@ -92,7 +93,7 @@ class VLLMGenerator:
         self.policy_version = policy_version
         tokenizer_path = engine_kwargs.get("tokenizer") or self.model_path
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+            self.tokenizer: Any = AutoTokenizer.from_pretrained(tokenizer_path)
             config = AutoConfig.from_pretrained(self.model_path)
         except OSError as exc:
             raise FileNotFoundError(
@@ -190,8 +191,9 @@ class VLLMGenerator:
         The tensors are copied to CPU (cast to the engine dtype) and written to a temporary safetensors file that
         every worker reads; the file must therefore be on a filesystem the workers share (always true for one node).
         ``lm_head.weight`` is dropped when the embeddings are tied: it is the embedding matrix, and safetensors
-        refuses tensors that share memory. The state should cover whole layers (a full ``state_dict`` does):
-        vLLM fuses q/k/v and gate/up projections, so a partial layer would be reprocessed with missing parts.
+        refuses tensors that share memory (the workers then refresh the tied head). The state should cover whole
+        layers (a full ``state_dict`` does): vLLM fuses q/k/v and gate/up projections, so a partial layer would be
+        reprocessed with missing parts.
         """
         import torch
         from safetensors.torch import save_file
@@ -253,4 +255,6 @@ class VLLMGenerator:
 
     def __repr__(self) -> str:
         state = "closed" if self.llm is None else "open"
-        return f"VLLMGenerator({self.model_path!r}, dtype={self.dtype!r}, policy_version={self.policy_version}, {state})"
+        return (
+            f"VLLMGenerator({self.model_path!r}, dtype={self.dtype!r}, policy_version={self.policy_version}, {state})"
+        )

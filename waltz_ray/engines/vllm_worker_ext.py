@@ -30,7 +30,7 @@ def _iter_file(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def checkpoint_files(path: str | Path) -> list[Path]:
-    """The weight files of a checkpoint: the file itself, or a directory's ``*.safetensors`` (else ``pytorch_model*.bin``)."""
+    """Weight files: the file itself, or a directory's ``*.safetensors`` (else ``pytorch_model*.bin``)."""
     root = Path(path)
     if root.is_file():
         return [root]
@@ -61,4 +61,31 @@ class WeightSyncExtension:
                     yield name, tensor
 
         self.reload_weights(weights_iterator=weights(), is_checkpoint_format=True)  # type: ignore[attr-defined]
+        refresh_tied_cpu_gemms(self.model_runner.get_model())  # type: ignore[attr-defined]
         return count
+
+
+def refresh_tied_cpu_gemms(model: Any) -> int:
+    """Rebuild the CPU GEMM of every layer whose weight is shared with another layer (a tied ``lm_head``).
+
+    On CPU, vLLM prepares each linear layer's GEMM once its weights are loaded: ``layer.cpu_linear`` is bound to a
+    oneDNN handle (or packed copy) made from the weight at that time. A tied ``lm_head`` receives no weights of its
+    own (the checkpoint holds only ``embed_tokens``), so ``reload_weights`` never reprocesses it and the logits
+    would keep using the old embedding matrix. Re-running its ``process_weights_after_loading`` rebinds it to the
+    new one. On GPU the layers have no ``cpu_linear`` and nothing is done. Returns the number of layers rebuilt.
+    """
+    owners: dict[int, list[Any]] = {}
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if weight is not None and hasattr(weight, "data_ptr"):
+            owners.setdefault(id(weight), []).append(module)
+    rebuilt = 0
+    for modules in owners.values():
+        if len(modules) < 2:
+            continue
+        for module in modules:
+            method = getattr(module, "quant_method", None)
+            if hasattr(module, "cpu_linear") and method is not None and module.weight.numel() > 0:
+                method.process_weights_after_loading(module)
+                rebuilt += 1
+    return rebuilt
