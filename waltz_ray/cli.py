@@ -55,11 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.runtime:
             config.runtime.mode = args.runtime
         if config.runtime.mode == "ray":
-            print("waltz-ray: the Ray runtime is not built yet; use --runtime inline", file=sys.stderr)
-            return 2
-        from waltz_ray.train import train
+            from waltz_ray.runtime.driver import train_ray
 
-        result = train(config, args.out)
+            result = train_ray(config, args.out)
+        else:
+            from waltz_ray.train import train
+
+            result = train(config, args.out)
         print(json.dumps({"initial": result["initial"], "final": result["final"]}, indent=2, sort_keys=True))
         return 0
     return 2

@@ -22,6 +22,7 @@ from waltz_ray.core.advantages import get_advantage_estimator
 from waltz_ray.core.losses import kl_estimate
 from waltz_ray.core.rewards import judge_failure_rate, stage_weights
 from waltz_ray.core.samples import batch_samples
+from waltz_ray.engines.base import Generator, Judge
 from waltz_ray.engines.hf import HFGenerator, load_model_and_tokenizer
 from waltz_ray.engines.learner import TorchLearner, make_batch
 from waltz_ray.eval.metrics import pair_metrics
@@ -38,11 +39,15 @@ class JudgeFailureError(RuntimeError):
 
 @dataclass
 class Agent:
-    """One agent's moving parts: generator and learner share the policy model (no weight copy in-process)."""
+    """One agent's moving parts: generator and learner share the policy model (no weight copy in-process).
+
+    The Ray runtime plugs in remote proxies with the same surface: a ``Generator`` and a learner with
+    ``policy_version`` / ``logprobs`` / ``update``.
+    """
 
     name: AgentName
-    generator: HFGenerator
-    learner: TorchLearner
+    generator: Generator
+    learner: Any  # TorchLearner in-process; waltz_ray.runtime.proxies.RemoteLearnerGroup on Ray
     tokenizer: Any
 
 
@@ -131,7 +136,14 @@ def evaluate(
 class InlineTrainer:
     """Everything in one process: the debuggable reference the Ray runtime is checked against."""
 
-    def __init__(self, config: WaltzConfig, out_dir: str | Path) -> None:
+    def __init__(
+        self,
+        config: WaltzConfig,
+        out_dir: str | Path,
+        agents: dict[AgentName, Agent] | None = None,
+        judge: Judge | None = None,
+    ) -> None:
+        """``agents`` / ``judge``: pre-built ones (the Ray runtime's remote proxies); None builds them in-process."""
         from waltz_ray.datasets import load_prompts
 
         self.config = config
@@ -141,8 +153,10 @@ class InlineTrainer:
         if config.runtime.num_threads:
             torch.set_num_threads(config.runtime.num_threads)
         seed_everything(config.seed)
-        self.agents: dict[AgentName, Agent] = {name: build_agent(name, config) for name in AGENTS}
-        self.judge = build_judge(config)
+        self.agents: dict[AgentName, Agent] = (
+            agents if agents is not None else {name: build_agent(name, config) for name in AGENTS}
+        )
+        self.judge: Judge = judge if judge is not None else build_judge(config)
         self.train_prompts = load_prompts(config.data.train, benchmark=config.data.benchmark)
         self.eval_prompts = load_prompts(
             config.data.eval, benchmark=config.data.benchmark, limit=config.data.eval_limit, seed=config.seed
@@ -171,15 +185,26 @@ class InlineTrainer:
         return {"initial": initial, "final": final}
 
     def train_step(self, step: int, stage: int, tracker: Tracker) -> dict[str, Any]:
-        cfg = self.config
         timer = StageTimer()
+        prompts, settings, ids = self.step_batch(step)
+        conv, fb = self.agents["conversation"], self.agents["feedback"]
+        episodes = run_episodes(prompts, conv.generator, fb.generator, self.judge, settings, ids, timer)
+        return self.learn(step, stage, episodes, timer, tracker)
+
+    def step_batch(self, step: int) -> tuple[list[Prompt], RolloutSettings, list[str]]:
+        """The next prompts from the stream (each repeated per group), the step-seeded settings and episode ids."""
+        cfg = self.config
         prompts = [next(self.stream) for _ in range(cfg.rollout.prompts_per_step)]
         prompts = [p for p in prompts for _ in range(cfg.algorithm.samples_per_prompt)]
-        settings = rollout_settings(cfg)
-        settings = _seeded(settings, cfg.seed, step)
+        settings = _seeded(rollout_settings(cfg), cfg.seed, step)
+        return prompts, settings, [f"{step}-{i}" for i in range(len(prompts))]
+
+    def learn(
+        self, step: int, stage: int, episodes: list[Episode], timer: StageTimer, tracker: Tracker
+    ) -> dict[str, Any]:
+        """Everything after the rollout: judge-failure check, rewards, samples, updates, weight sync, metrics."""
+        cfg = self.config
         conv, fb = self.agents["conversation"], self.agents["feedback"]
-        ids = [f"{step}-{i}" for i in range(len(prompts))]
-        episodes = run_episodes(prompts, conv.generator, fb.generator, self.judge, settings, ids, timer)
         failure_rate = judge_failure_rate(episodes)
         if failure_rate > cfg.judge.max_failure_rate:
             raise JudgeFailureError(
@@ -199,6 +224,7 @@ class InlineTrainer:
             trained.append((conv, conv_samples))
         for agent, samples in trained:
             metrics.update(self._update(agent, samples, timer, group_size=cfg.algorithm.samples_per_prompt))
+        self.sync_weights([agent for agent, _ in trained], timer)
         metrics.update(rollout_metrics(episodes, fb_samples, conv_samples))
         metrics.update({f"samples/{k}": v for k, v in vars(sample_stats).items()})
         metrics.update({f"time/{k}": v for k, v in timer.seconds.items()})
@@ -223,7 +249,6 @@ class InlineTrainer:
             )
         with timer(f"{agent.name}_update"):
             stats = agent.learner.update(batch, old_logp, ref_logp, advantages)
-        agent.generator.policy_version = agent.learner.policy_version  # same model object: the sync is the version
         tokens = batch.num_tokens
         return {
             f"{agent.name}/reward_mean": float(rewards.mean()),
@@ -236,6 +261,11 @@ class InlineTrainer:
             f"{agent.name}/skipped_steps": float(stats.skipped),
             f"{agent.name}/response_tokens": tokens / len(samples),
         }
+
+    def sync_weights(self, agents: list[Agent], timer: StageTimer) -> None:
+        """In-process the generator shares the learner's model object: the sync is the version number."""
+        for agent in agents:
+            agent.generator.policy_version = agent.learner.policy_version
 
     def _evaluate(self, filename: str | None) -> dict[str, float]:
         metrics, _ = evaluate(self.agents, self.judge, self.eval_prompts, self.config)

@@ -1,0 +1,403 @@
+"""The Ray runtime on a real local Ray (127.0.0.1, 2 CPUs): queue admission, proxies' failure modes, the resource
+budget, and end to end against the inline trainer on a tiny model built on the fly.
+
+Every pool asks for a small CPU share (0.2, judge 0.1, rollout actor 0) so the sums stay far below 2: a sum over 2
+would make Ray wait forever. Test actors that need no model are classes defined inside fixtures, so cloudpickle
+ships them by value and the workers never import this module.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from waltz_ray.config import WaltzConfig, load_config
+from waltz_ray.runtime.nccl import NCCLUnavailableError, plan_buckets, require_cuda
+from waltz_ray.runtime.queue import EpisodeQueue, EpisodeRecord, QueueFullError, staleness_metrics
+from waltz_ray.types import Completion, GenerationParams
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "tiny.sft_steps=3",
+    "tiny.hidden_size=64",
+    "tiny.num_layers=1",
+    "stages.stage1_steps=2",
+    "stages.stage2_steps=2",
+    "stages.eval_every=0",
+    "rollout.prompts_per_step=8",
+    "data.eval_limit=8",
+    "logging.wandb_mode=disabled",
+    "logging.progress=false",
+    "runtime.num_threads=1",  # the actors and the inline process then use the same torch kernels
+    "runtime.remote_timeout_s=180",
+    "runtime.conversation_pool.num_cpus=0.2",
+    "runtime.feedback_pool.num_cpus=0.2",
+    "runtime.judge_pool.num_cpus=0.1",
+    "runtime.learner_pool.num_cpus=0.2",
+]
+
+
+def record(launch: int, conversation: tuple[int, ...], feedback: tuple[int, ...]) -> EpisodeRecord:
+    versions = {"conversation": conversation, "feedback": feedback}
+    return EpisodeRecord(f"ref-{launch}", launch, versions, {"conversation": 10, "feedback": 5})
+
+
+# --------------------------------------------------------------------------------------------- queue (no Ray)
+def test_queue_is_bounded_and_counts_in_flight_rollouts() -> None:
+    queue = EpisodeQueue(capacity=2, max_staleness=1)
+    assert queue.free() == 2 and queue.free(in_flight=1) == 1
+    queue.put(record(0, (0,), (0,)))
+    queue.put(record(1, (0,), (0,)))
+    assert queue.free() == 0
+    with pytest.raises(QueueFullError, match="full"):
+        queue.put(record(2, (0,), (0,)))
+    assert len(queue) == 2 and queue.metrics()["queue/depth"] == 2.0
+
+
+def test_queue_admission_drops_and_counts_stale_records_for_either_agent() -> None:
+    queue = EpisodeQueue(capacity=4, max_staleness=1)
+    queue.put(record(0, (3, 3), (1, 2)))  # feedback lags 3 - 1 = 2 > 1: dropped
+    queue.put(record(1, (1,), (3,)))  # conversation lags 2: dropped
+    queue.put(record(2, (2, 3), (2, 3)))  # lags <= 1: admitted
+    queue.put(record(3, (3,), (3,)))
+    learner = {"conversation": 3, "feedback": 3}
+    taken = queue.take(learner)
+    assert taken is not None and taken.launch == 2
+    metrics = queue.metrics()
+    assert metrics["queue/dropped_stale"] == 2.0 and metrics["queue/admitted"] == 1.0
+    assert metrics["queue/dropped_stale_feedback"] == 1.0 and metrics["queue/dropped_stale_conversation"] == 1.0
+    assert queue.histogram["conversation"] == {1: 1, 0: 1} and queue.histogram["feedback"] == {1: 1, 0: 1}
+    assert staleness_metrics(taken, learner) == {
+        "staleness/conversation/max": 1.0,
+        "staleness/conversation/mean": 0.5,
+        "staleness/conversation/lag_0": 1.0,
+        "staleness/conversation/lag_1": 1.0,
+        "staleness/feedback/max": 1.0,
+        "staleness/feedback/mean": 0.5,
+        "staleness/feedback/lag_0": 1.0,
+        "staleness/feedback/lag_1": 1.0,
+    }
+    assert queue.take(learner) is not None and queue.take(learner) is None  # launch 3, then empty
+    assert queue.metrics()["queue/dropped_stale"] == 2.0
+
+
+def test_queue_with_max_staleness_zero_admits_only_current_batches() -> None:
+    queue = EpisodeQueue(capacity=1, max_staleness=0)
+    queue.put(record(0, (0,), (0,)))
+    assert queue.take({"conversation": 0, "feedback": 1}) is None
+    assert queue.dropped_stale == 1
+    with pytest.raises(ValueError, match="capacity"):
+        EpisodeQueue(capacity=0, max_staleness=0)
+
+
+# --------------------------------------------------------------------------------------------- pure helpers
+def test_shards_cover_the_batch_contiguously() -> None:
+    from waltz_ray.runtime.proxies import shards
+
+    assert shards(7, 3) == [(0, 3), (3, 5), (5, 7)]
+    assert shards(2, 4) == [(0, 1), (1, 2)]
+    assert shards(5, 1) == [(0, 5)]
+
+
+def test_budget_check_names_every_pool() -> None:
+    from waltz_ray.runtime.topology import ResourceBudgetError, check_resources, pool_specs
+
+    config = load_config(ROOT / "configs" / "tiny.yaml", ["runtime.learner_pool.num_cpus=0.5"])
+    specs = pool_specs(config)
+    assert [s.name for s in specs] == [
+        "conversation_generation",
+        "feedback_generation",
+        "judge",
+        "conversation_learner",
+        "feedback_learner",
+    ]
+    check_resources(specs, {"CPU": 2.0})  # 0.25 + 0.25 + 0.1 + 0.5 + 0.5 = 1.6
+    with pytest.raises(ResourceBudgetError, match=r"1\.6 CPU in total but the cluster has 1\.5") as err:
+        check_resources(specs, {"CPU": 1.5})
+    assert "feedback_learner: 1 x {'CPU': 0.5}" in str(err.value)
+    gpu = load_config(None, ["runtime.feedback_pool.num_gpus=1", "runtime.feedback_pool.tensor_parallel_size=2"])
+    with pytest.raises(ResourceBudgetError, match="tensor_parallel_size 2 needs num_gpus >= 2"):
+        pool_specs(gpu)
+
+
+def test_nccl_buckets_and_cuda_guard() -> None:
+    tensors = [
+        ("a", (2, 3), "float32", 4),
+        ("b", (4,), "bfloat16", 2),
+        ("c", (5,), "float32", 4),
+        ("d", (1,), "float32", 4),
+    ]
+    buckets = plan_buckets(tensors, bucket_bytes=44)  # 11 float32: a+c fit (6 + 5), d starts a new bucket
+    assert [(b.dtype, b.numel, [s.name for s in b.slots]) for b in buckets] == [
+        ("float32", 11, ["a", "c"]),
+        ("bfloat16", 4, ["b"]),
+        ("float32", 1, ["d"]),
+    ]
+    assert [s.offset for s in buckets[0].slots] == [0, 6]
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the guard has nothing to refuse")
+    with pytest.raises(NCCLUnavailableError, match=r"needs CUDA.*ObjectStoreWeightSync"):
+        require_cuda("this test")
+
+
+# --------------------------------------------------------------------------------------------- real Ray
+@pytest.fixture(scope="module")
+def ray_session() -> Iterator[Any]:
+    ray = pytest.importorskip("ray")
+    owned = not ray.is_initialized()
+    if owned:
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 * 1024 * 1024)
+    yield ray
+    if owned:
+        ray.shutdown()
+
+
+@pytest.fixture
+def fake_generator_cls() -> type:
+    """A model-free generator actor class (defined here so it travels by value)."""
+
+    class FakeGenerator:
+        policy_version = 0
+
+        def __init__(self, sleep_s: float = 0.0) -> None:
+            self.sleep_s = sleep_s
+
+        def generate(self, chats: list[Any], params: GenerationParams) -> list[Completion]:
+            time.sleep(self.sleep_s)
+            return [Completion(f"reply {params.seed}", (1,), (2,)) for _ in chats]
+
+    return FakeGenerator
+
+
+def test_dead_generator_actor_fails_fast_naming_the_pool(ray_session: Any, fake_generator_cls: type) -> None:
+    from waltz_ray.runtime.proxies import Pool, RemoteCallError, RemoteGenerator
+
+    ray = ray_session
+    actors = [ray.remote(num_cpus=0.1)(fake_generator_cls).remote() for _ in range(2)]
+    generator = RemoteGenerator(Pool("conversation_generation", actors), timeout_s=60)
+    chats = [[{"role": "user", "content": str(i)}] for i in range(4)]
+    out = generator.generate(chats, GenerationParams(seed=7))
+    assert [c.text for c in out] == ["reply 7", "reply 7", "reply 9", "reply 9"]  # shard 2 is seeded 7 + 2
+    ray.kill(actors[1])
+    start = time.monotonic()
+    with pytest.raises(
+        RemoteCallError, match=r"generation pool 'conversation_generation': conversation_generation\[1\]"
+    ):
+        generator.generate(chats, GenerationParams(seed=7))
+    assert time.monotonic() - start < 30
+    ray.kill(actors[0])
+
+
+def test_slow_generator_times_out_naming_the_pool(ray_session: Any, fake_generator_cls: type) -> None:
+    from waltz_ray.runtime.proxies import Pool, RemoteGenerator, RemoteTimeoutError
+
+    ray = ray_session
+    handle = ray.remote(num_cpus=0.1)(fake_generator_cls).remote(sleep_s=30.0)
+    generator = RemoteGenerator(Pool("feedback_generation", [handle]), timeout_s=3)
+    start = time.monotonic()
+    with pytest.raises(RemoteTimeoutError, match=r"feedback_generation\[0\] within 3 s"):
+        generator.generate([[{"role": "user", "content": "hi"}]], GenerationParams())
+    assert time.monotonic() - start < 20
+    ray.kill(handle)
+
+
+def test_budget_over_the_cluster_raises_instead_of_hanging(ray_session: Any) -> None:
+    from waltz_ray.runtime.topology import PlacementTimeoutError, PoolSpec, ResourceBudgetError, build_topology, reserve
+
+    config = load_config(None, ["runtime.learner_pool.num_cpus=1.0"])  # 0.25 + 0.25 + 0.1 + 2 x 1.0 = 2.6 > 2
+    start = time.monotonic()
+    with pytest.raises(ResourceBudgetError, match=r"2\.6 CPU in total but the cluster has 2"):
+        build_topology(config)
+    with pytest.raises(PlacementTimeoutError, match="ghost_pool: 1 x"):
+        reserve(PoolSpec("ghost_pool", 1, 0.1, num_gpus=1.0), timeout_s=2)  # no GPU here: never placeable
+    assert time.monotonic() - start < 30
+
+
+def test_producer_replaces_and_counts_stale_batches(ray_session: Any) -> None:
+    """A queue that admits lag 0 behind a producer one batch ahead: the batch made before the update is dropped,
+    counted, and replaced by a fresh launch."""
+    from waltz_ray.runtime.actors import RolloutSummary
+    from waltz_ray.runtime.producer import RolloutProducer
+
+    class FakeRollout:
+        def run(self, prompts: Any, settings: int, ids: Any) -> tuple[RolloutSummary, list[Any]]:
+            versions = {"conversation": (0,), "feedback": (settings,)}
+            return RolloutSummary(versions, {"conversation": 1, "feedback": 1}, {"judge": 0.0}), []
+
+    ray = ray_session
+    rollout = ray.remote(num_cpus=0)(FakeRollout).remote()
+    generator_version = {"feedback": 0}
+    queue = EpisodeQueue(capacity=2, max_staleness=0)
+    producer = RolloutProducer(rollout, queue, lambda n: ([], generator_version["feedback"], []), 3, 60)
+    learner = {"conversation": 0, "feedback": 0}
+    taken = []
+    for _ in range(3):
+        rec = producer.next(learner)
+        taken.append((rec.launch, rec.versions["feedback"]))
+        learner["feedback"] += 1  # the update, then the weight sync
+        generator_version["feedback"] = learner["feedback"]
+    assert taken == [(0, (0,)), (2, (1,)), (4, (2,))]  # launches 1 and 3 were one version behind
+    assert queue.dropped_stale == 2 and producer.launched == 5
+    assert not producer.pending and len(queue) == 0
+    ray.kill(rollout)
+
+
+# --------------------------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def tiny_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A tmp WALTZ_RAY_CACHE holding a tiny model built once (seconds with these overrides)."""
+    from waltz_ray.tiny.build import init_tiny
+
+    cache = tmp_path_factory.mktemp("waltz-cache")
+    old = os.environ.get("WALTZ_RAY_CACHE")
+    os.environ["WALTZ_RAY_CACHE"] = str(cache)
+    init_tiny(tiny_config())
+    yield cache
+    if old is None:
+        os.environ.pop("WALTZ_RAY_CACHE", None)
+    else:
+        os.environ["WALTZ_RAY_CACHE"] = old
+
+
+def tiny_config(*extra: str) -> WaltzConfig:
+    return load_config(ROOT / "configs" / "tiny.yaml", [*TINY, *extra])
+
+
+def test_object_store_weight_sync_serves_the_pushed_weights(ray_session: Any, tiny_env: Path) -> None:
+    """Pushed weights (a dict: ray.put once) reach every actor: the pool then generates exactly what an in-process
+    generator with those weights generates, stamped with the pushed version."""
+    import torch
+
+    from waltz_ray.engines.hf import HFGenerator
+    from waltz_ray.runtime.actors import GeneratorHost
+    from waltz_ray.runtime.proxies import Pool, RemoteGenerator
+    from waltz_ray.runtime.weight_sync import ObjectStoreWeightSync
+    from waltz_ray.tiny.build import init_tiny
+
+    ray = ray_session
+    path = str(init_tiny(tiny_config()))
+    host = ray.remote(num_cpus=0.2)(GeneratorHost)
+    actors = [host.remote("hf", path, "float32", num_threads=1, num_cpus=0.2) for _ in range(2)]
+    pool = RemoteGenerator(Pool("feedback_generation", actors), timeout_s=120)
+    chats = [[{"role": "user", "content": f"How do I bake bread number {i}?"}] for i in range(4)]
+    greedy = GenerationParams(max_new_tokens=8, temperature=0.0)
+    before = pool.generate(chats, greedy)
+
+    local = HFGenerator.from_pretrained(path)
+    with torch.no_grad():
+        local.model.model.embed_tokens.weight.mul_(3.0)  # a different policy (tied: the head changes too)
+    ObjectStoreWeightSync(pool.pool, timeout_s=120).push(local.model.state_dict(), 3)
+    after, expected = pool.generate(chats, greedy), local.generate(chats, greedy)
+    assert {c.policy_version for c in before} == {0} and {c.policy_version for c in after} == {3}
+    assert [c.token_ids for c in after] == [c.token_ids for c in expected]
+    for ours, theirs in zip(after, expected, strict=True):
+        assert ours.logprobs == pytest.approx(theirs.logprobs, abs=1e-4)
+    assert any(abs(b.logprobs[0] - a.logprobs[0]) > 1e-3 for b, a in zip(before, after, strict=True))
+    for actor in actors:
+        ray.kill(actor)
+
+
+def run_ray(config: WaltzConfig, out: Path) -> list[dict[str, Any]]:
+    from waltz_ray.runtime.driver import RayTrainer
+
+    RayTrainer(config, out).run()
+    for name in ("config.yaml", "eval_initial.json", "eval_final.json"):
+        assert (out / name).is_file(), name
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _state(path: Path) -> dict[str, Any]:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path).state_dict()  # type: ignore[no-any-return]
+
+
+@pytest.mark.timeout(600)
+def test_synchronous_ray_run_equals_inline(ray_session: Any, tiny_env: Path, tmp_path: Path) -> None:
+    import torch
+
+    from waltz_ray.train import train
+
+    threads = torch.get_num_threads()
+    try:
+        train(tiny_config(), tmp_path / "inline")
+    finally:
+        torch.set_num_threads(threads)
+    inline = [json.loads(line) for line in (tmp_path / "inline" / "metrics.jsonl").read_text().splitlines()]
+    remote = run_ray(tiny_config("runtime.max_staleness=0"), tmp_path / "ray")
+
+    assert [r["step"] for r in remote] == [r["step"] for r in inline] == [0, 1, 2, 3, 4, 4]
+    for mine, theirs in zip(remote, inline, strict=True):
+        extra = set(mine) - set(theirs)
+        assert all(k.startswith(("queue/", "staleness/", "time/")) for k in extra), extra
+        for key, value in theirs.items():
+            if key.startswith("time/") or not isinstance(value, (int, float)):
+                continue
+            assert mine[key] == pytest.approx(value, rel=1e-6, abs=1e-9), (mine["step"], key)
+        assert all(mine.get(f"staleness/{a}/max", 0.0) == 0.0 for a in ("conversation", "feedback"))
+    assert json.loads((tmp_path / "ray" / "eval_final.json").read_text()) == pytest.approx(
+        json.loads((tmp_path / "inline" / "eval_final.json").read_text())
+    )
+    for agent in ("conversation", "feedback"):
+        ours, ref = (
+            _state(tmp_path / "ray" / "checkpoints/final" / agent),
+            _state(tmp_path / "inline" / "checkpoints/final" / agent),
+        )
+        assert ours.keys() == ref.keys()
+        for name, tensor in ref.items():
+            assert torch.equal(ours[name], tensor), (agent, name)
+
+
+@pytest.mark.timeout(600)
+def test_asynchronous_ray_run_bounds_staleness(ray_session: Any, tiny_env: Path, tmp_path: Path) -> None:
+    rows = run_ray(tiny_config("runtime.max_staleness=1"), tmp_path / "ray")
+    steps = [r for r in rows if "queue/capacity" in r]
+    assert len(steps) == 4 and all(r["queue/capacity"] == 2.0 for r in steps)
+    # the producer ran ahead: while step k was learned, step k+1 was already in flight
+    assert [r["queue/in_flight"] for r in steps] == [1.0, 1.0, 1.0, 0.0]
+    for r in steps:
+        assert "queue/dropped_stale" in r and r["queue/dropped_stale"] == 0.0
+        lags = {k: v for k, v in r.items() if k.startswith("staleness/") and "/lag_" in k}
+        assert lags and all(int(k.rsplit("_", 1)[1]) <= 1 for k in lags), lags
+        assert all(r[f"staleness/{a}/max"] <= 1.0 for a in ("conversation", "feedback"))
+        assert math.isfinite(r["feedback/loss"])
+    assert {"time/conversation_generation", "time/judge", "time/feedback_update", "time/weight_sync"} <= set(steps[0])
+    assert (tmp_path / "ray" / "checkpoints/final/feedback/config.json").is_file()
+
+
+def test_cli_trains_with_the_ray_runtime(ray_session: Any, tiny_env: Path, tmp_path: Path) -> None:
+    from waltz_ray.cli import main
+
+    out = tmp_path / "cli"
+    sets = [x for s in [*TINY, "stages.stage1_steps=1", "stages.stage2_steps=1"] for x in ("--set", s)]
+    assert (
+        main(["train", "--config", str(ROOT / "configs/tiny.yaml"), "--out", str(out), "--runtime", "ray", *sets]) == 0
+    )
+    assert (out / "checkpoints/final/conversation/config.json").is_file()
+    assert ray_session.is_initialized()  # it joined the running Ray and left it running
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed")
+def test_deepspeed_groups_and_vllm_pool_run_end_to_end(ray_session: Any, tiny_env: Path, tmp_path: Path) -> None:
+    """Two DeepSpeed ranks per agent (rank 0 picks the port) and a vLLM feedback pool synced through the object
+    store, asynchronously. Slow: vLLM and four DeepSpeed ranks start in actors (35-45 s on 2 busy cores)."""
+    extra = ["runtime.max_staleness=1", "learner.backend=deepspeed", "learner.num_workers=2"]
+    rows = run_ray(tiny_config(*extra, "learner.zero_stage=2", "agents.feedback.engine=vllm"), tmp_path / "ray")
+    steps = [r for r in rows if "queue/capacity" in r]
+    assert [r["version/feedback"] for r in steps] == [1, 2, 3, 4]
+    assert [r["version/conversation"] for r in steps] == [0, 0, 1, 2]
+    assert all(r[f"staleness/{a}/max"] <= 1.0 for r in steps for a in ("conversation", "feedback"))
+    state = _state(tmp_path / "ray" / "checkpoints/final/feedback")
+    assert state and all(bool(t.isfinite().all()) for t in state.values())

@@ -1,0 +1,203 @@
+"""Plain classes that live inside Ray actors: generation, judge, learner and rollout hosts.
+
+Nothing here is decorated: ``topology.build_topology`` wraps them with ``ray.remote(num_cpus=..., num_gpus=...)``.
+Each host builds its engine from a checkpoint path inside the actor, so no model ever travels by value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from waltz_ray.config import AlgorithmConfig, LearnerConfig, WaltzConfig
+from waltz_ray.engines.deepspeed_learner import LearnerWorker, free_port
+from waltz_ray.rollout import RolloutSettings, StageTimer, run_episodes
+from waltz_ray.runtime.nccl import NCCL_EXTENSION, Bucket, NCCLSender
+from waltz_ray.types import AgentName, Completion, Episode, GenerationParams, JudgeVerdict, Message, Prompt
+
+
+def set_threads(num_threads: int | None, num_cpus: float) -> None:
+    """torch intra-op threads: the configured number, else the actor's CPU share (at least one)."""
+    import torch
+
+    torch.set_num_threads(num_threads or max(1, int(num_cpus)))
+
+
+def node_address() -> tuple[str, int]:
+    """This actor's node IP and a free port on it (rank 0 hands them to the other ranks)."""
+    import ray
+
+    return ray.util.get_node_ip_address(), free_port()  # type: ignore[no-untyped-call]
+
+
+class GeneratorHost:
+    """One generation actor: ``HFGenerator`` or ``VLLMGenerator`` by the agent's ``engine``."""
+
+    def __init__(
+        self,
+        engine: str,
+        model_path: str,
+        dtype: str,
+        *,
+        num_threads: int | None = None,
+        num_cpus: float = 1.0,
+        tensor_parallel_size: int = 1,
+        seed: int = 0,
+        nccl: bool = False,
+    ) -> None:
+        set_threads(num_threads, num_cpus)
+        self.generator: Any
+        if engine == "hf":
+            from waltz_ray.engines.hf import HFGenerator
+
+            self.generator = HFGenerator.from_pretrained(model_path, dtype)
+        else:
+            from waltz_ray.engines.vllm_engine import VLLMGenerator
+
+            kwargs: dict[str, Any] = {"worker_extension_cls": NCCL_EXTENSION} if nccl else {}
+            if tensor_parallel_size > 1:  # all tensor-parallel ranks live on this actor's GPUs
+                kwargs["distributed_executor_backend"] = "mp"
+            self.generator = VLLMGenerator(
+                model_path, dtype=dtype, tensor_parallel_size=tensor_parallel_size, seed=seed, **kwargs
+            )
+
+    def get_policy_version(self) -> int:
+        return int(self.generator.policy_version)
+
+    def generate(self, chats: Sequence[Sequence[Message]], params: GenerationParams) -> list[Completion]:
+        return self.generator.generate(chats, params)  # type: ignore[no-any-return]
+
+    def load_state_dict(self, state: dict[str, Any], policy_version: int) -> int:
+        self.generator.load_state_dict(state, policy_version)
+        return policy_version
+
+    def nccl_init(self, address: str, port: int, rank_offset: int, world_size: int) -> list[int]:
+        return self.generator.llm.collective_rpc(  # type: ignore[no-any-return]
+            "init_weight_group", args=(address, port, rank_offset, world_size)
+        )
+
+    def nccl_receive(self, buckets: list[Bucket], policy_version: int) -> int:
+        self.generator.llm.collective_rpc("receive_weight_buckets", args=(buckets,))
+        self.generator.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
+        self.generator.policy_version = policy_version
+        return policy_version
+
+
+class JudgeHost:
+    """One judge actor: the configured judge (rule, local LLM or HTTP) built inside the actor."""
+
+    def __init__(self, config: WaltzConfig, *, num_cpus: float = 1.0) -> None:
+        set_threads(config.runtime.num_threads, num_cpus)
+        from waltz_ray.train import build_judge
+
+        self.judge_impl = build_judge(config)
+
+    def ready(self) -> bool:
+        return True
+
+    def judge(self, prompts: list[str], responses: list[str], labels: list[Any] | None = None) -> list[JudgeVerdict]:
+        return self.judge_impl.judge(prompts, responses, labels)  # type: ignore[no-any-return]
+
+
+class TorchLearnerHost:
+    """A ``TorchLearner`` (policy + frozen reference + AdamW) loaded inside the actor; the torch backend's group."""
+
+    def __init__(
+        self,
+        model_path: str,
+        dtype: str,
+        learner: LearnerConfig,
+        algorithm: AlgorithmConfig,
+        *,
+        num_threads: int | None = None,
+        num_cpus: float = 1.0,
+    ) -> None:
+        set_threads(num_threads, num_cpus)
+        from waltz_ray.engines.hf import load_model_and_tokenizer
+        from waltz_ray.engines.learner import TorchLearner
+
+        policy, _ = load_model_and_tokenizer(model_path, dtype)
+        reference, _ = load_model_and_tokenizer(model_path, dtype)
+        self.learner = TorchLearner(policy, reference, learner, algorithm)
+        self.sender = NCCLSender()
+
+    def master_address(self) -> tuple[str, int]:
+        return node_address()
+
+    def nccl(self, method: str, *args: Any) -> Any:
+        """NCCL weight sync, sending end (rank 0): ``init`` / ``plan`` / ``broadcast`` of ``NCCLSender``."""
+        return getattr(self.sender, method)(*args)
+
+    def get_policy_version(self) -> int:
+        return self.learner.policy_version
+
+    def logprobs(self, batch: Any) -> tuple[Any, Any]:
+        return self.learner.logprobs(batch)
+
+    def update(self, batch: Any, old_logp: Any, ref_logp: Any, advantages: Any) -> Any:
+        return self.learner.update(batch, old_logp, ref_logp, advantages)
+
+    def state_dict_for_sync(self) -> dict[str, Any]:
+        return {name: t.detach() for name, t in self.learner.policy.state_dict().items()}
+
+    def save_pretrained(self, path: str) -> str:
+        self.learner.policy.save_pretrained(path)
+        return path
+
+
+class DeepSpeedLearnerHost(LearnerWorker):
+    """A ``LearnerWorker`` rank plus a Hugging Face format checkpoint and the NCCL sender methods."""
+
+    def __init__(self, *, num_threads: int | None = None, num_cpus: float = 1.0) -> None:
+        set_threads(num_threads, num_cpus)
+        super().__init__()
+        self.sender = NCCLSender()
+
+    def master_address(self) -> tuple[str, int]:
+        return node_address()
+
+    def nccl(self, method: str, *args: Any) -> Any:
+        """NCCL weight sync, sending end (rank 0): ``init`` / ``plan`` / ``broadcast`` of ``NCCLSender``."""
+        return getattr(self.sender, method)(*args)
+
+    def save_pretrained(self, path: str) -> str:
+        """Collective (ZeRO-3 gathers): every rank calls it; rank 0 writes the full weights."""
+        state = self.state_dict_for_sync()
+        learner = self._ready()
+        if learner.rank == 0:
+            learner.engine.module.save_pretrained(path, state_dict=state)
+        return path
+
+
+@dataclass(frozen=True)
+class RolloutSummary:
+    """The small half of a rollout's result (the episodes are the other, by reference)."""
+
+    versions: dict[AgentName, tuple[int, ...]]
+    tokens: dict[AgentName, int]
+    seconds: dict[str, float]
+
+
+class RolloutHost:
+    """The producer: plays episode batches against the pools' proxies (``run_episodes``, the same code as inline).
+
+    ``run`` is called with ``num_returns=2``: a ``RolloutSummary`` for the queue and the episodes, which stay in the
+    object store until the driver takes them.
+    """
+
+    def __init__(self, conversation: Any, feedback: Any, judge: Any) -> None:
+        self.conversation, self.feedback, self.judge = conversation, feedback, judge
+
+    def ready(self) -> bool:
+        return True
+
+    def run(
+        self, prompts: list[Prompt], settings: RolloutSettings, episode_ids: list[str]
+    ) -> tuple[RolloutSummary, list[Episode]]:
+        from waltz_ray.runtime.queue import batch_versions
+
+        timer = StageTimer()
+        episodes = run_episodes(prompts, self.conversation, self.feedback, self.judge, settings, episode_ids, timer)
+        versions, tokens = batch_versions(episodes)
+        return RolloutSummary(versions, tokens, dict(timer.seconds)), episodes

@@ -1,0 +1,156 @@
+"""The Ray driver (``--runtime ray``): the inline trainer's step code with remote pools plugged in.
+
+Each step: the producer launches rollouts ahead (up to ``max_staleness`` batches), the oldest admitted batch is
+learned with ``InlineTrainer.learn`` (rewards, samples, advantages, updates on the learner groups), and the new
+weights are pushed to the generation pools. The output contract is the inline one (config.yaml, metrics.jsonl,
+eval_initial.json, eval_final.json, checkpoints/final/{conversation,feedback}); metrics add queue/, staleness/
+and time/weight_sync, time/rollout_wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from waltz_ray.config import WaltzConfig
+from waltz_ray.rollout import StageTimer
+from waltz_ray.runtime.producer import RolloutProducer
+from waltz_ray.runtime.proxies import RemoteGenerator, RemoteJudge, RemoteLearnerGroup
+from waltz_ray.runtime.queue import EpisodeQueue, staleness_metrics
+from waltz_ray.runtime.topology import Topology, build_topology
+from waltz_ray.tracking import Tracker
+from waltz_ray.train import Agent, InlineTrainer
+from waltz_ray.types import AGENTS, AgentName
+
+log = logging.getLogger(__name__)
+
+
+def queue_capacity(config: WaltzConfig) -> int:
+    """``max_staleness + 1``: one batch being learned plus ``max_staleness`` produced ahead; any more would be
+    stale by the time it is learned."""
+    return config.runtime.max_staleness + 1
+
+
+def _tokenizer(model_path: str) -> Any:
+    """The driver's tokenizer for token batches (the settings of ``engines.hf.load_model_and_tokenizer``)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def remote_agents(topology: Topology) -> dict[AgentName, Agent]:
+    timeout = topology.config.runtime.remote_timeout_s
+    return {
+        name: Agent(
+            name,
+            RemoteGenerator(topology.generation[name], timeout),
+            RemoteLearnerGroup(topology.learners[name], timeout),
+            _tokenizer(topology.model_paths[name]),
+        )
+        for name in AGENTS
+    }
+
+
+class RayTrainer(InlineTrainer):
+    """``InlineTrainer`` whose generators, judge and learners are Ray pools; rollouts run ahead of the learners."""
+
+    def __init__(self, config: WaltzConfig, out_dir: str | Path, *, check_resources: bool = True) -> None:
+        self.topology = build_topology(config, check=check_resources)
+        try:
+            assert self.topology.judge is not None
+            judge = RemoteJudge(self.topology.judge, config.runtime.remote_timeout_s)
+            super().__init__(config, out_dir, agents=remote_agents(self.topology), judge=judge)
+            total = config.stages.stage1_steps + config.stages.stage2_steps
+            self.queue = EpisodeQueue(queue_capacity(config), config.runtime.max_staleness)
+            self.producer = RolloutProducer(
+                self.topology.rollout, self.queue, self.step_batch, total, self._rollout_timeout()
+            )
+        except BaseException:
+            self.topology.shutdown()
+            raise
+
+    def _rollout_timeout(self) -> float:
+        # Each stage of a rollout (c0, every feedback and revision round, judge) is bounded by remote_timeout_s.
+        return self.config.runtime.remote_timeout_s * (2 * self.config.rollout.t_max + 2)
+
+    def run(self) -> dict[str, Any]:
+        try:
+            return super().run()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.producer.drain()
+        self.topology.shutdown()
+
+    def learner_versions(self) -> dict[AgentName, int]:
+        return {name: agent.learner.policy_version for name, agent in self.agents.items()}
+
+    def train_step(self, step: int, stage: int, tracker: Tracker) -> dict[str, Any]:
+        start = time.perf_counter()
+        versions = self.learner_versions()
+        record = self.producer.next(versions)
+        episodes = self.producer.episodes(record)
+        waited = time.perf_counter() - start
+        timer = StageTimer()
+        timer.seconds.update(record.seconds)  # the rollout's stages come first, under their own names
+        metrics = self.learn(step, stage, episodes, timer, tracker)
+        metrics.update(self.queue.metrics())
+        metrics["queue/in_flight"] = float(len(self.producer.pending))
+        metrics.update({f"queue/record_tokens_{agent}": float(n) for agent, n in record.tokens.items()})
+        metrics.update(staleness_metrics(record, versions))
+        metrics["time/rollout_wait"] = waited
+        return metrics
+
+    def sync_weights(self, agents: list[Agent], timer: StageTimer) -> None:
+        """Push each updated learner's weights to its generation pool (state dict by reference, never by value)."""
+        with timer("weight_sync"):
+            for agent in agents:
+                version = agent.learner.policy_version
+                if version == agent.generator.policy_version:
+                    continue  # nothing trained (empty batch)
+                state = agent.learner.state_dict_ref()
+                self.topology.weight_sync[agent.name].push(state, version)
+                agent.generator.policy_version = version
+
+    def save_checkpoint(self, path: Path) -> None:
+        for agent in self.agents.values():
+            agent.learner.save_pretrained(path / agent.name)
+            agent.tokenizer.save_pretrained(path / agent.name)
+
+
+@contextmanager
+def ray_session() -> Iterator[None]:
+    """Connect to ``$RAY_ADDRESS`` or start a local Ray with this machine's CPUs; shut down only what we started."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    address = os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = {"address": address, "include_dashboard": False}
+    if address is None:
+        kwargs["num_cpus"] = os.cpu_count() or 1
+    ray.init(**kwargs)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def train_ray(config: WaltzConfig, out_dir: str | Path) -> dict[str, Any]:
+    """``waltz-ray train --runtime ray``: the Ray counterpart of ``waltz_ray.train.train``."""
+    start = time.perf_counter()
+    with ray_session():
+        result = RayTrainer(config, out_dir).run()
+    result["seconds"] = time.perf_counter() - start
+    return result

@@ -1,0 +1,270 @@
+"""All topology in one function: who runs where, with which resources (``build_topology``).
+
+One placement group per pool (PACK), the conversation and feedback generation pools, the judge pool, one learner
+group per agent, the rollout actor and each agent's weight sync. The CPU/GPU budget is checked against the cluster
+before anything is reserved: fractional CPUs that do not fit make Ray wait forever instead of failing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from waltz_ray.config import PoolConfig, WaltzConfig
+from waltz_ray.runtime.actors import DeepSpeedLearnerHost, GeneratorHost, JudgeHost, RolloutHost, TorchLearnerHost
+from waltz_ray.runtime.proxies import Pool, RemoteGenerator, RemoteJudge, wait_all
+from waltz_ray.runtime.weight_sync import NCCLWeightSync, ObjectStoreWeightSync, WeightSync
+from waltz_ray.types import AGENTS, AgentName
+
+log = logging.getLogger(__name__)
+_EPS = 1e-9
+
+
+class ResourceBudgetError(RuntimeError):
+    """The pools ask for more CPUs/GPUs than the cluster has (Ray would otherwise wait forever)."""
+
+
+class PlacementTimeoutError(RuntimeError):
+    """A pool's placement group was not ready in time; the message names the pool and what it asked for."""
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """What one pool asks for: ``num_actors`` actors of ``num_cpus`` CPUs and ``num_gpus`` GPUs each."""
+
+    name: str
+    num_actors: int
+    num_cpus: float
+    num_gpus: float = 0.0
+    tensor_parallel_size: int = 1
+
+    @property
+    def bundle(self) -> dict[str, float]:
+        return {k: v for k, v in (("CPU", self.num_cpus), ("GPU", self.num_gpus)) if v > 0}
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.num_actors} x {self.bundle or '{}'}"
+
+
+def _generation_spec(name: str, pool: PoolConfig) -> PoolSpec:
+    tp = pool.tensor_parallel_size
+    if tp > 1 and pool.num_gpus < tp:
+        raise ResourceBudgetError(
+            f"{name}: tensor_parallel_size {tp} needs num_gpus >= {tp} per actor (every tensor-parallel rank of a "
+            f"vLLM engine runs on its actor's GPUs); got num_gpus {pool.num_gpus}"
+        )
+    return PoolSpec(name, pool.num_actors, pool.num_cpus, pool.num_gpus, tp)
+
+
+def pool_specs(config: WaltzConfig) -> list[PoolSpec]:
+    """Every pool of the run, generation pools first, then the judge pool and one learner group per agent."""
+    rt, learner = config.runtime, config.learner
+    if learner.backend == "torch" and learner.num_workers > 1:
+        raise ResourceBudgetError(
+            f"learner.num_workers {learner.num_workers} needs learner.backend deepspeed (the torch backend is one "
+            "TorchLearner actor per agent)"
+        )
+    ranks = learner.num_workers
+    lp = rt.learner_pool
+    return [
+        _generation_spec("conversation_generation", rt.conversation_pool),
+        _generation_spec("feedback_generation", rt.feedback_pool),
+        PoolSpec("judge", rt.judge_pool.num_actors, rt.judge_pool.num_cpus, rt.judge_pool.num_gpus),
+        *(PoolSpec(f"{agent}_learner", ranks, lp.num_cpus, lp.num_gpus) for agent in AGENTS),
+    ]
+
+
+def check_resources(specs: list[PoolSpec], available: Mapping[str, float]) -> None:
+    """Raise ``ResourceBudgetError`` when the pools' total CPUs or GPUs exceed ``available`` (the cluster's)."""
+    for resource in ("CPU", "GPU"):
+        asked = sum(s.num_actors * s.bundle.get(resource, 0.0) for s in specs)
+        have = float(available.get(resource, 0.0))
+        if asked > have + _EPS:
+            lines = "\n".join(f"  {s.describe()}" for s in specs)
+            raise ResourceBudgetError(
+                f"the pools ask for {asked:g} {resource} in total but the cluster has {have:g}; Ray would wait "
+                f"forever. Lower runtime.<pool>.num_actors / num_{resource.lower()}s or add nodes:\n{lines}"
+            )
+
+
+def _cluster_resources() -> dict[str, float]:
+    return dict(ray.cluster_resources())  # type: ignore[no-untyped-call]
+
+
+def reserve(spec: PoolSpec, timeout_s: float) -> Any:
+    """A PACK placement group with one bundle per actor, ready within ``timeout_s`` (None for a zero-resource pool)."""
+    if not spec.bundle:
+        return None
+    pg = placement_group([dict(spec.bundle) for _ in range(spec.num_actors)], strategy="PACK")
+    ready = ray.wait([pg.ready()], timeout=timeout_s)[0]
+    if not ready:
+        remove_placement_group(pg)
+        raise PlacementTimeoutError(
+            f"placement group of pool {spec.describe()} was not ready within {timeout_s:g} s "
+            f"(cluster has {_cluster_resources()}, available now {ray.available_resources()})"  # type: ignore[no-untyped-call]
+        )
+    return pg
+
+
+def _placed(spec: PoolSpec, pg: Any, index: int) -> Any:
+    """``ray.remote`` options for actor ``index`` of a pool: its resources and its bundle."""
+    opts: dict[str, Any] = {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus, "max_restarts": 0}
+    if pg is not None:
+        opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=index)
+    return opts
+
+
+@dataclass
+class Topology:
+    """Handles of everything a Ray run uses; ``shutdown`` kills the actors and frees the placement groups."""
+
+    config: WaltzConfig
+    model_paths: dict[AgentName, str]
+    generation: dict[AgentName, Pool] = field(default_factory=dict)
+    learners: dict[AgentName, Pool] = field(default_factory=dict)
+    judge: Pool | None = None
+    rollout: Any = None
+    weight_sync: dict[AgentName, WeightSync] = field(default_factory=dict)
+    placement_groups: list[Any] = field(default_factory=list)
+
+    def actors(self) -> list[Any]:
+        pools = [*self.generation.values(), *self.learners.values(), *([self.judge] if self.judge else [])]
+        return [a for pool in pools for a in pool.actors] + ([self.rollout] if self.rollout is not None else [])
+
+    def shutdown(self) -> None:
+        for actor in self.actors():
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception as exc:  # already gone: nothing to free
+                log.debug("kill %s: %s", actor, exc)
+        for pg in self.placement_groups:
+            remove_placement_group(pg)
+        self.generation, self.learners, self.judge, self.rollout, self.placement_groups = {}, {}, None, None, []
+
+
+def uses_nccl(config: WaltzConfig, agent: AgentName) -> bool:
+    """NCCL weight sync for vLLM pools on GPUs with GPU learners; the object store everywhere else."""
+    rt = config.runtime
+    pool = rt.conversation_pool if agent == "conversation" else rt.feedback_pool
+    engine = getattr(config.agents, agent).engine
+    return engine == "vllm" and pool.num_gpus > 0 and rt.learner_pool.num_gpus > 0
+
+
+def build_topology(config: WaltzConfig, *, check: bool = True) -> Topology:
+    """Create every pool of the run from ``config`` and wait until all actors are loaded (bounded by
+    ``runtime.remote_timeout_s``). ``check=False`` skips the up-front budget check (autoscaling clusters, where
+    the placement-group timeout then bounds the wait). On any failure, whatever was created is torn down."""
+    from waltz_ray.tiny.build import resolve_model_path
+
+    specs = {s.name: s for s in pool_specs(config)}
+    if check:
+        check_resources(list(specs.values()), _cluster_resources())
+    paths = {a: resolve_model_path(getattr(config.agents, a).model_path, config) for a in AGENTS}
+    topo = Topology(config, paths)
+    try:
+        _build(topo, specs)
+    except BaseException:
+        topo.shutdown()
+        raise
+    return topo
+
+
+def _build(topo: Topology, specs: dict[str, PoolSpec]) -> None:
+    config, timeout = topo.config, topo.config.runtime.remote_timeout_s
+    groups: dict[str, Any] = {}
+    for name, spec in specs.items():  # one at a time, recorded at once: a later timeout frees the earlier ones
+        groups[name] = reserve(spec, timeout)
+        if groups[name] is not None:
+            topo.placement_groups.append(groups[name])
+    waits: list[tuple[Any, str]] = []
+    for agent in AGENTS:
+        spec = specs[f"{agent}_generation"]
+        topo.generation[agent], ready = _generation_pool(
+            config, spec, groups[spec.name], topo.model_paths[agent], agent
+        )
+        waits += ready
+    topo.judge, ready = _judge_pool(config, specs["judge"], groups["judge"])
+    waits += ready
+    for agent in AGENTS:
+        spec = specs[f"{agent}_learner"]
+        topo.learners[agent], ready = _learner_group(config, spec, groups[spec.name], topo.model_paths[agent], agent)
+        waits += ready
+    wait_all([r for r, _ in waits], [label for _, label in waits], timeout, "starting the Ray topology")
+    rollout_host: Any = ray.remote(num_cpus=0)(RolloutHost)  # it only waits on the pools: no CPU reserved
+    topo.rollout = rollout_host.options(max_restarts=0).remote(
+        RemoteGenerator(topo.generation["conversation"], timeout),
+        RemoteGenerator(topo.generation["feedback"], timeout),
+        RemoteJudge(topo.judge, timeout),
+    )
+    wait_all([topo.rollout.ready.remote()], ["rollout"], timeout, "starting the rollout actor")
+    for agent in AGENTS:
+        pool = topo.generation[agent]
+        if uses_nccl(config, agent):
+            tp = specs[pool.name].tensor_parallel_size
+            topo.weight_sync[agent] = NCCLWeightSync(pool, topo.learners[agent].actors[0], tp, timeout)
+        else:
+            topo.weight_sync[agent] = ObjectStoreWeightSync(pool, timeout)
+
+
+Started = tuple[Pool, list[tuple[Any, str]]]  # a pool and the (ref, label) pairs that say its actors are loaded
+
+
+def _generation_pool(config: WaltzConfig, spec: PoolSpec, pg: Any, model_path: str, agent: AgentName) -> Started:
+    agent_cfg = getattr(config.agents, agent)
+    host: Any = ray.remote(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus)(GeneratorHost)
+    pool, waits = Pool(spec.name, []), []
+    for i in range(spec.num_actors):
+        actor = host.options(**_placed(spec, pg, i)).remote(
+            agent_cfg.engine,
+            model_path,
+            agent_cfg.dtype,
+            num_threads=config.runtime.num_threads,
+            num_cpus=spec.num_cpus,
+            tensor_parallel_size=spec.tensor_parallel_size,
+            seed=config.seed,
+            nccl=uses_nccl(config, agent),
+        )
+        pool.actors.append(actor)
+        waits.append((actor.get_policy_version.remote(), pool.label(i)))
+    return pool, waits
+
+
+def _judge_pool(config: WaltzConfig, spec: PoolSpec, pg: Any) -> Started:
+    host: Any = ray.remote(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus)(JudgeHost)
+    pool, waits = Pool(spec.name, []), []
+    for i in range(spec.num_actors):
+        actor = host.options(**_placed(spec, pg, i)).remote(config, num_cpus=spec.num_cpus)
+        pool.actors.append(actor)
+        waits.append((actor.ready.remote(), pool.label(i)))
+    return pool, waits
+
+
+def _learner_group(config: WaltzConfig, spec: PoolSpec, pg: Any, model_path: str, agent: AgentName) -> Started:
+    """One agent's learner actors and the refs that say they are loaded. DeepSpeed: rank 0 picks the address."""
+    pool, dtype = Pool(spec.name, []), getattr(config.agents, agent).dtype
+    threads, timeout = config.runtime.num_threads, config.runtime.remote_timeout_s
+    if config.learner.backend == "torch":
+        host: Any = ray.remote(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus)(TorchLearnerHost)
+        actor = host.options(**_placed(spec, pg, 0)).remote(
+            model_path, dtype, config.learner, config.algorithm, num_threads=threads, num_cpus=spec.num_cpus
+        )
+        pool.actors.append(actor)
+        return pool, [(actor.get_policy_version.remote(), pool.label(0))]
+    ranks: Any = ray.remote(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus)(DeepSpeedLearnerHost)
+    for i in range(spec.num_actors):
+        pool.actors.append(ranks.options(**_placed(spec, pg, i)).remote(num_threads=threads, num_cpus=spec.num_cpus))
+    rank0 = [pool.actors[0].master_address.remote()]
+    address, port = wait_all(rank0, [pool.label(0)], timeout, "learner rendezvous")[0]
+    setups = [
+        actor.setup.remote(
+            model_path, rank, spec.num_actors, address, port, config.learner, config.algorithm, dtype, timeout
+        )
+        for rank, actor in enumerate(pool.actors)
+    ]
+    return pool, [(ref, pool.label(rank)) for rank, ref in enumerate(setups)]
