@@ -36,7 +36,6 @@ def test_feedback_repertoire_parses(labels: tuple[bool, bool]) -> None:
 def test_warm_start_proportions_are_exact() -> None:
     prompts = load_prompts("builtin:train")[:20]
     examples = warmstart.build_sft_examples(prompts, "conv", "fb", seed=3)
-    refuse_topics = warmstart.naive_refusal_topics([p.category for p in prompts], 3)
     by_state: dict[tuple[tuple[str, str], ...], Counter[str]] = {}
     for ex in examples:
         key = tuple((m["role"], m["content"]) for m in ex.messages)
@@ -44,7 +43,7 @@ def test_warm_start_proportions_are_exact() -> None:
     for prompt in prompts:
         first = tuple((m["role"], m["content"]) for m in protocol.conversation_messages("conv", prompt.text))
         refusals = sum(n for t, n in by_state[first].items() if t in warmstart.REFUSALS)
-        expected = warmstart.FIRST_ANSWER_MIX[(prompt.category in refuse_topics, prompt.label == "harmful")]
+        expected = warmstart.FIRST_ANSWER_MIX[prompt.label == "harmful"]
         assert (refusals, sum(by_state[first].values()) - refusals) == expected
         for c0 in (*warmstart.REFUSALS, *warmstart.ANSWERS):
             review = tuple((m["role"], m["content"]) for m in protocol.feedback_messages("fb", prompt.text, c0))
@@ -57,12 +56,6 @@ def test_warm_start_proportions_are_exact() -> None:
                 verdicts[v.flags_revision] += n
             warranted = (c0 in warmstart.REFUSALS) == (prompt.label == "benign")
             assert (verdicts[False], verdicts[True]) == warmstart.FLAG_MIX[warranted]
-
-
-def test_naive_topics_split_categories_in_half_deterministically() -> None:
-    cats = ["a", "b", "c", "d", "e", "f"]
-    assert warmstart.naive_refusal_topics(cats, 1) == warmstart.naive_refusal_topics(list(reversed(cats)), 1)
-    assert len(warmstart.naive_refusal_topics(cats, 1)) == 3
 
 
 @pytest.fixture(scope="module")

@@ -232,6 +232,8 @@ class CheckpointConfig(_Section):
 
 
 class TinyConfig(_Section):
+    seed: int = Field(0, ge=0)
+    """Seed of the tiny build (tokenizer, init, warm start): the 'pretrained model', fixed while ``seed`` varies RL."""
     sft_steps: int = Field(300, ge=0, le=100_000)
     """Supervised warm-start steps for each tiny agent."""
     hidden_size: int = Field(256, ge=32, le=4096)

@@ -24,7 +24,7 @@ from waltz_ray.tiny.warmstart import SFTExample, build_sft_examples, tokenizer_c
 log = logging.getLogger(__name__)
 
 TINY_SCHEME = "tiny://"
-BUILD_VERSION = 6  # bump when the recipe changes so stale caches are not reused
+BUILD_VERSION = 9  # bump when the recipe changes so stale caches are not reused
 VOCAB_SIZE = 2048
 SFT_BATCH = 32
 SFT_LR = 1e-3
@@ -54,7 +54,6 @@ def tiny_key(config: WaltzConfig) -> str:
     train = load_prompts(config.data.train)
     parts = {
         "version": BUILD_VERSION,
-        "seed": config.seed,
         "tiny": config.tiny.model_dump(),
         "system": _system_prompts(config),
         "revision": config.rollout.revision_template,
@@ -103,11 +102,11 @@ def _build(config: WaltzConfig, out: Path) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(out)
     ids = {"bos": tokenizer.bos_token_id, "eos": tokenizer.eos_token_id, "pad": tokenizer.pad_token_id}
     model_config = tiny_llama_config(len(tokenizer), config.tiny.hidden_size, config.tiny.num_layers, ids)
-    model = build_tiny_model(model_config, config.seed)
+    model = build_tiny_model(model_config, config.tiny.seed)
     revision = config.rollout.revision_template or protocol.DEFAULT_REVISION_TEMPLATE
-    examples = build_sft_examples(train, conv_system, fb_system, config.seed, revision)
-    torch.manual_seed(config.seed)
-    losses = supervised_finetune(model, tokenizer, examples, config.tiny.sft_steps, config.seed)
+    examples = build_sft_examples(train, conv_system, fb_system, config.tiny.seed, revision)
+    torch.manual_seed(config.tiny.seed)
+    losses = supervised_finetune(model, tokenizer, examples, config.tiny.sft_steps, config.tiny.seed)
     save_model(model, tokenizer, out)
     return {
         "params": sum(p.numel() for p in model.parameters()),

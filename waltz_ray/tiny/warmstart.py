@@ -4,13 +4,14 @@ It gives the model knowledge but a miscalibrated policy, so RL has something rea
 instruct model that knows what is harmful yet over-refuses some look-alikes and complies with some harmful asks:
 - knowledge: a separate classification task (its own system prompt) labels each training request harmful or benign,
   standing in for what pre-training teaches a real model;
-- the conversation agent decides mostly by *topic* (half the categories look "dangerous" to it) and only weakly by
-  intent: it refuses 80%/60% of harmful/benign requests in "dangerous" topics and 40%/20% elsewhere, so greedy
-  decoding over-refuses benign look-alikes in some topics and helps with harmful requests in others;
+- the conversation agent barely acts on it: it refuses 3 harmful requests in 5 and 2 benign ones in 5, so its
+  sampled first answers are close to a coin flip that leans the right way (greedy answers follow the lean);
 - after feedback it follows the feedback (decline after an "unsafe" note, answer after an "overrefuse" note);
 - the feedback agent knows the SPEC JSON format and reasons correctly ("The request is harmful. The answer
-  complies."), but is timid: it raises a warranted flag only 1 time in 3 (and an unwarranted one 1 time in 5), so
-  greedy decoding never flags. Acting on what it knows is what stage 1 teaches.
+  complies."), but over-triggers -- the untrained pair's known failure (SPEC §6: FTR 42.6% on general prompts): it
+  raises a warranted flag 6 times in 7 and an unwarranted one 3 times in 5, so greedy decoding flags every answer and
+  its revisions turn good first answers into bad final ones. Flagging only what its reasoning supports is what
+  stage 1 teaches.
 
 The policies are weakly sensitive to intent rather than blind to it on purpose: RL sharpens a dependency that
 exists quickly, while growing one that supervised training deliberately removed takes far longer than a CPU run.
@@ -18,7 +19,6 @@ exists quickly, while growing one that supervised training deliberately removed 
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,15 +49,10 @@ FEEDBACK_TEXT: dict[tuple[bool, bool], str] = {
 }
 # Every state gets each of its target variants in these exact proportions, so the warm start learns the intended
 # probabilities instead of memorising one random draw per prompt (which leaves RL nothing to explore).
-# (refusals, answers) among five first-answer targets, by (topic looks dangerous, request is harmful).
-FIRST_ANSWER_MIX: dict[tuple[bool, bool], tuple[int, int]] = {
-    (True, True): (4, 1),
-    (True, False): (3, 2),
-    (False, True): (2, 3),
-    (False, False): (1, 4),
-}
-# ("fine", flag) targets per review state: a warranted flag 1 in 3, an unwarranted one 1 in 5.
-FLAG_MIX = {True: (2, 1), False: (4, 1)}
+# (refusals, answers) among the first-answer targets of a harmful and of a benign request.
+FIRST_ANSWER_MIX: dict[bool, tuple[int, int]] = {True: (3, 2), False: (2, 3)}
+# ("fine", flag) targets per review state: a warranted flag 6 in 7, an unwarranted one 3 in 5.
+FLAG_MIX = {True: (1, 6), False: (2, 3)}
 KNOWLEDGE_SYSTEM = "Classify the request as harmful or benign."
 KNOWLEDGE_REPEATS = 2
 
@@ -68,12 +63,6 @@ class SFTExample:
 
     messages: tuple[dict[str, str], ...]
     target: str
-
-
-def naive_refusal_topics(categories: Sequence[str], seed: int) -> frozenset[str]:
-    """Half of the categories (a seeded hash, stable across Python runs) look 'dangerous' to the warm start."""
-    ranked = sorted(set(categories), key=lambda c: hashlib.sha256(f"{seed}:{c}".encode()).hexdigest())
-    return frozenset(ranked[: len(ranked) // 2])
 
 
 def reasoning_text(label: str, refused: bool) -> str:
@@ -94,13 +83,12 @@ def build_sft_examples(
 ) -> list[SFTExample]:
     """All warm-start examples for the shared tiny model, from the *training* prompts only."""
     rng = random.Random(seed)
-    refuse_topics = naive_refusal_topics([p.category for p in prompts], seed)
     examples: list[SFTExample] = []
     for prompt in prompts:
         knowledge = protocol.conversation_messages(KNOWLEDGE_SYSTEM, prompt.text)
         examples += [SFTExample(tuple(knowledge), prompt.label)] * KNOWLEDGE_REPEATS
         first = protocol.conversation_messages(conversation_system, prompt.text)
-        refusals, answers = FIRST_ANSWER_MIX[(prompt.category in refuse_topics, prompt.label == "harmful")]
+        refusals, answers = FIRST_ANSWER_MIX[prompt.label == "harmful"]
         for refuse in [True] * refusals + [False] * answers:
             examples.append(SFTExample(tuple(first), rng.choice(REFUSALS if refuse else ANSWERS)))
         for c0 in (rng.choice(REFUSALS), rng.choice(ANSWERS)):

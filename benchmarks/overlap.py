@@ -1,0 +1,232 @@
+"""Overlap benchmark: the Ray runtime synchronous (``max_staleness=0``) vs asynchronous (``max_staleness=1``).
+
+Both runs happen in ONE invocation and ONE Ray session, on the same model, config and seed, with the same number
+of steps and prompts per step (every step in stage 2, so both agents update each step). Each run builds its own
+pools (``RayTrainer``), which are torn down before the next run starts.
+
+What is timed: the training-step loop only. ``train_step`` is wrapped with ``time.perf_counter``; a run's wall
+time is the end of its last step minus the start of its first (step 0 includes waiting for the first rollout in
+both modes; in between steps only the metrics row is written, since ``stages.eval_every=0``). Not timed: building
+the tiny model, starting Ray, building the topology (actor start and model load), the initial and final
+evaluations (``data.eval_limit`` prompts, 4 by default) and the final checkpoint.
+
+Theoretical limit, from the synchronous run's per-stage times (``time/*`` in its metrics.jsonl, summed over steps):
+generation side = the rollout stages (conversation_generation, feedback_generation, revision_generation, judge),
+learner side = everything else the step times (reward, advantage, logprobs, updates, weight_sync; not
+rollout_wait, which wraps the rollout). With one batch in flight ahead of the learners the best possible speed-up
+is ``(gen + learn) / max(gen, learn)``.
+
+Output (stdout): a table, ``sync_wall_s=``, ``async_wall_s=``, ``theoretical_limit=`` and, as the LAST line,
+``overlap_ratio=<sync wall / async wall>``. The numbers are written to ``<out>/overlap.json`` as well.
+
+    python benchmarks/overlap.py                          # configs/tiny.yaml, 20 steps
+    python benchmarks/overlap.py --steps 10 --prompts-per-step 16 --out runs/overlap --set runtime.num_threads=1
+    python benchmarks/overlap.py --reduced                # seconds-scale smoke run (test suite)
+
+Pool CPUs are fractional (0.2 + 0.2 + 0.1 + 2 x 0.25 = 1.0 <= 2) so both runs fit a 2-core machine; they only
+reserve Ray resources, every actor runs one torch thread (``runtime.num_threads`` overrides).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+ROLLOUT_STAGES = ("conversation_generation", "feedback_generation", "revision_generation", "judge")
+NOT_A_STAGE = ("rollout_wait",)  # wraps the rollout from the driver's side: neither generation nor learner time
+MODES = {"sync": 0, "async": 1}  # run name -> runtime.max_staleness
+
+BASE = [
+    "runtime.mode=ray",
+    "stages.stage1_steps=0",
+    "stages.eval_every=0",
+    "data.eval_limit=4",
+    "logging.wandb_mode=disabled",
+    "logging.progress=false",
+    "logging.sample_table_every=0",
+    "checkpoint.every=0",
+    "runtime.conversation_pool.num_actors=1",
+    "runtime.conversation_pool.num_cpus=0.2",
+    "runtime.feedback_pool.num_actors=1",
+    "runtime.feedback_pool.num_cpus=0.2",
+    "runtime.judge_pool.num_actors=1",
+    "runtime.judge_pool.num_cpus=0.1",
+    "runtime.learner_pool.num_cpus=0.25",
+]
+REDUCED = ["tiny.sft_steps=3", "tiny.hidden_size=64", "tiny.num_layers=1", "runtime.remote_timeout_s=180"]
+REDUCED_STEPS, REDUCED_PROMPTS = 2, 4
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=str(ROOT / "configs" / "tiny.yaml"), help="YAML config")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per run, all stage 2 (default 20)")
+    parser.add_argument("--prompts-per-step", type=int, default=None, help="default: the config's")
+    parser.add_argument("--out", default=None, help="work dir (runs in <out>/sync, <out>/async); default a temp dir")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override"
+    )
+    parser.add_argument(
+        "--reduced",
+        action="store_true",
+        help=f"tiny on-the-fly model (sft 3 steps, hidden 64, 1 layer) built in <out>/cache, {REDUCED_STEPS} steps, "
+        f"{REDUCED_PROMPTS} prompts: a smoke run for the test suite",
+    )
+    return parser
+
+
+def overrides(args: argparse.Namespace, max_staleness: int) -> list[str]:
+    """Benchmark settings, then --reduced, --steps, --prompts-per-step, the user's --set; the mode last."""
+    steps = args.steps if args.steps is not None else (REDUCED_STEPS if args.reduced else 20)
+    prompts = (
+        args.prompts_per_step if args.prompts_per_step is not None else (REDUCED_PROMPTS if args.reduced else None)
+    )
+    out = [*BASE, *(REDUCED if args.reduced else []), f"stages.stage2_steps={steps}"]
+    if prompts is not None:
+        out.append(f"rollout.prompts_per_step={prompts}")
+    return [*out, *args.overrides, f"runtime.max_staleness={max_staleness}"]
+
+
+def timed_trainer_cls() -> type:
+    from waltz_ray.runtime.driver import RayTrainer
+
+    class TimedRayTrainer(RayTrainer):
+        """``RayTrainer`` that records each training step's (start, end) on ``perf_counter``."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.spans: list[tuple[float, float]] = []
+
+        def train_step(self, step: int, stage: int, tracker: Any) -> dict[str, Any]:
+            start = time.perf_counter()
+            try:
+                return super().train_step(step, stage, tracker)
+            finally:
+                self.spans.append((start, time.perf_counter()))
+
+    return TimedRayTrainer
+
+
+def step_rows(out: Path) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [r for r in rows if "queue/capacity" in r]
+
+
+def run_once(config: Any, out: Path) -> dict[str, Any]:
+    if (out / "metrics.jsonl").exists():
+        raise SystemExit(f"{out}/metrics.jsonl exists (metrics would be appended): pass an empty --out")
+    trainer = timed_trainer_cls()(config, out)
+    trainer.run()
+    spans = trainer.spans
+    rows = step_rows(out)
+    if len(spans) != len(rows) or not spans:
+        raise RuntimeError(f"{out}: {len(spans)} timed steps but {len(rows)} step rows in metrics.jsonl")
+    totals: dict[str, float] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key.startswith("time/") and isinstance(value, (int, float)):
+                totals[key[5:]] = totals.get(key[5:], 0.0) + float(value)
+    return {
+        "wall_s": spans[-1][1] - spans[0][0],
+        "step_s": [end - start for start, end in spans],
+        "steps": len(rows),
+        "stage_totals_s": totals,
+        "dropped_stale": max(float(r.get("queue/dropped_stale", 0.0)) for r in rows),
+        "max_staleness_seen": max(
+            float(r.get(f"staleness/{a}/max", 0.0)) for r in rows for a in ("conversation", "feedback")
+        ),
+    }
+
+
+def split_sides(totals: dict[str, float]) -> tuple[float, float]:
+    """(generation side, learner side) seconds from a run's summed per-stage times."""
+    gen = sum(v for k, v in totals.items() if k in ROLLOUT_STAGES)
+    learn = sum(v for k, v in totals.items() if k not in ROLLOUT_STAGES and k not in NOT_A_STAGE)
+    return gen, learn
+
+
+def theoretical_limit(gen: float, learn: float) -> float:
+    return (gen + learn) / max(gen, learn) if max(gen, learn) > 0 else 1.0
+
+
+def table(results: dict[str, dict[str, Any]], steps: int, prompts: int, gen: float, learn: float) -> str:
+    lines = [
+        f"overlap benchmark: {steps} steps x {prompts} prompts (stage 2), one Ray session, same model and seed",
+        f"{'run':<8}{'max_staleness':>14}{'loop wall s':>13}{'s/step':>10}{'dropped stale':>15}{'lag seen':>10}",
+    ]
+    for name, res in results.items():
+        lines.append(
+            f"{name:<8}{MODES[name]:>14}{res['wall_s']:>13.2f}{res['wall_s'] / res['steps']:>10.3f}"
+            f"{res['dropped_stale']:>15g}{res['max_staleness_seen']:>10g}"
+        )
+    keys = sorted({k for res in results.values() for k in res["stage_totals_s"]})
+    keys = [k for k in ROLLOUT_STAGES if k in keys] + [k for k in keys if k not in ROLLOUT_STAGES]
+    lines += ["", f"{'per-stage mean s/step (time/*)':<32}" + "".join(f"{name:>10}" for name in results)]
+    for key in keys:
+        side = "gen" if key in ROLLOUT_STAGES else ("-" if key in NOT_A_STAGE else "learn")
+        cells = "".join(f"{res['stage_totals_s'].get(key, 0.0) / res['steps']:>10.3f}" for res in results.values())
+        lines.append(f"  {key + ' [' + side + ']':<30}{cells}")
+    sync = results["sync"]
+    other = sync["wall_s"] - gen - learn
+    lines += [
+        "",
+        f"sync run: generation side {gen:.2f} s, learner side {learn:.2f} s, "
+        f"other (driver, transfers) {other:.2f} s over {sync['steps']} steps",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with tempfile.TemporaryDirectory(prefix="waltz-overlap-") as tmp:
+        work = Path(args.out) if args.out else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        if args.reduced:  # set before Ray starts so the workers see it too
+            os.environ["WALTZ_RAY_CACHE"] = str(work / "cache")
+        from waltz_ray.config import load_config
+        from waltz_ray.runtime.driver import ray_session
+        from waltz_ray.tiny.build import init_tiny
+
+        configs = {name: load_config(args.config, overrides(args, staleness)) for name, staleness in MODES.items()}
+        sync_cfg = configs["sync"]
+        if any(getattr(sync_cfg.agents, a).model_path.startswith("tiny://") for a in ("conversation", "feedback")):
+            init_tiny(sync_cfg)  # build (or reuse) once, outside the timed region; both runs share it
+        results: dict[str, dict[str, Any]] = {}
+        with ray_session():
+            for name, config in configs.items():
+                results[name] = run_once(config, work / name)
+        # printed after the Ray session ends, so no forwarded worker log can follow the last line
+        gen, learn = split_sides(results["sync"]["stage_totals_s"])
+        limit = theoretical_limit(gen, learn)
+        ratio = results["sync"]["wall_s"] / results["async"]["wall_s"]
+        summary = {
+            "steps": sync_cfg.stages.stage2_steps,
+            "prompts_per_step": sync_cfg.rollout.prompts_per_step,
+            "generation_side_s": gen,
+            "learner_side_s": learn,
+            "theoretical_limit": limit,
+            "overlap_ratio": ratio,
+            "runs": results,
+        }
+        (work / "overlap.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+        print(table(results, sync_cfg.stages.stage2_steps, sync_cfg.rollout.prompts_per_step, gen, learn))
+        print(f"sync_wall_s={results['sync']['wall_s']:.3f}")
+        print(f"async_wall_s={results['async']['wall_s']:.3f}")
+        print(f"theoretical_limit={limit:.3f}")
+        print(f"overlap_ratio={ratio:.3f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+    sys.exit(main())
