@@ -29,7 +29,7 @@ class Tracker:
 
     def __init__(self, out_dir: Path, config: LoggingConfig, run_config: dict[str, Any], name: str) -> None:
         self.path = out_dir / "metrics.jsonl"
-        self._file = self.path.open("a", encoding="utf-8")
+        self._file = self.path.open("w", encoding="utf-8")  # a new run starts a new file (no resume yet)
         self._wandb: Any = None
         if config.wandb_mode != "disabled":
             self._wandb = self._start_wandb(out_dir, config, run_config, name)
