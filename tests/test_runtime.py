@@ -372,6 +372,11 @@ def test_asynchronous_ray_run_bounds_staleness(ray_session: Any, tiny_env: Path,
         assert all(r[f"staleness/{a}/max"] <= 1.0 for a in ("conversation", "feedback"))
         assert math.isfinite(r["feedback/loss"])
     assert {"time/conversation_generation", "time/judge", "time/feedback_update", "time/weight_sync"} <= set(steps[0])
+    # samples one version behind are reweighted by truncated importance weights; current ones are not
+    lagged = [r for r in steps if r["staleness/feedback/max"] == 1.0]
+    assert lagged and all(r["feedback/offpolicy_token_fraction"] > 0 for r in lagged)
+    assert all(0.0 < r["feedback/offpolicy_is_weight_mean"] <= 2.0 for r in lagged)
+    assert all("feedback/offpolicy_token_fraction" not in r for r in steps if r["staleness/feedback/max"] == 0.0)
     assert (tmp_path / "ray" / "checkpoints/final/feedback/config.json").is_file()
 
 

@@ -13,7 +13,7 @@ from waltz_ray.core import protocol
 from waltz_ray.datasets import load_prompts
 from waltz_ray.engines.hf import HFGenerator
 from waltz_ray.engines.judges import RuleJudge, detect_refusal
-from waltz_ray.engines.learner import TorchLearner, make_batch
+from waltz_ray.engines.learner import TorchLearner, behaviour_logprobs, make_batch
 from waltz_ray.tiny import warmstart
 from waltz_ray.tiny.build import init_tiny, resolve_model_path
 from waltz_ray.types import Completion, GenerationParams
@@ -114,6 +114,18 @@ def test_make_batch_masks_exactly_the_action_tokens() -> None:
     # position t scores token t+1: the actions are tokens 3,4 of row 0 and token 1 of row 1
     assert batch.action_mask.tolist() == [[0, 0, 1, 1], [1, 0, 0, 0]]
     assert batch.num_tokens == 3
+
+
+def test_behaviour_logprobs_align_with_the_action_mask_and_skip_fresh_rows() -> None:
+    stale = Completion("", (5, 6, 7), (8, 9), logprobs=(-0.5, -0.25), policy_version=2)
+    fresh = Completion("", (5,), (8,), logprobs=(-1.0,), policy_version=3)
+    unreported = Completion("", (5,), (8, 9), policy_version=1)  # an engine without log-probs: left uncorrected
+    completions = [stale, fresh, unreported]
+    batch = make_batch(completions, pad_id=0)
+    logp, mask = behaviour_logprobs(completions, batch.input_ids.shape[1], stale_below=3)
+    assert mask.tolist() == [[0, 0, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]]
+    assert logp[0].tolist() == [0.0, 0.0, -0.5, -0.25]
+    assert ((mask > 0) <= (batch.action_mask > 0)).all()
 
 
 def test_learner_update_moves_towards_rewarded_actions(tiny_path: str) -> None:

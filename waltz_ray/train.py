@@ -19,12 +19,12 @@ import torch
 from waltz_ray.config import WaltzConfig, save_config
 from waltz_ray.core import protocol
 from waltz_ray.core.advantages import get_advantage_estimator
-from waltz_ray.core.losses import kl_estimate
+from waltz_ray.core.losses import kl_estimate, truncated_is_weights
 from waltz_ray.core.rewards import judge_failure_rate, stage_weights
 from waltz_ray.core.samples import batch_samples
 from waltz_ray.engines.base import Generator, Judge
 from waltz_ray.engines.hf import HFGenerator, load_model_and_tokenizer
-from waltz_ray.engines.learner import TorchLearner, make_batch
+from waltz_ray.engines.learner import TorchLearner, behaviour_logprobs, make_batch
 from waltz_ray.eval.metrics import pair_metrics
 from waltz_ray.rollout import RolloutSettings, StageTimer, greedy, run_episodes
 from waltz_ray.tracking import Tracker
@@ -247,10 +247,23 @@ class InlineTrainer:
             advantages = self.estimator(
                 rewards, batch.action_mask, kl=kl, kl_coef=cfg.kl_coef, group_ids=groups, gamma=cfg.discount
             )
+            off_policy = self._off_policy_weights(agent, samples, old_logp, batch.input_ids.shape[1])
+            if off_policy is not None:
+                weights, stale = off_policy
+                advantages = advantages * weights
         with timer(f"{agent.name}_update"):
             stats = agent.learner.update(batch, old_logp, ref_logp, advantages)
         tokens = batch.num_tokens
-        return {
+        extra: dict[str, float] = {}
+        if off_policy is not None:
+            corrected = float(stale.sum())
+            extra = {
+                f"{agent.name}/offpolicy_token_fraction": corrected / max(tokens, 1.0),
+                f"{agent.name}/offpolicy_is_weight_mean": float((weights * stale).sum()) / max(corrected, 1.0),
+                f"{agent.name}/offpolicy_is_truncated": float(((weights >= cfg.off_policy_is_cap) * stale).sum())
+                / max(corrected, 1.0),
+            }
+        return extra | {
             f"{agent.name}/reward_mean": float(rewards.mean()),
             f"{agent.name}/kl": float(kl.sum() / max(tokens, 1.0)),
             f"{agent.name}/loss": stats.loss,
@@ -261,6 +274,22 @@ class InlineTrainer:
             f"{agent.name}/skipped_steps": float(stats.skipped),
             f"{agent.name}/response_tokens": tokens / len(samples),
         }
+
+    def _off_policy_weights(
+        self, agent: Agent, samples: list[Sample], learner_logp: torch.Tensor, width: int
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Truncated importance weights for the tokens of samples older than the learner (None: nothing to correct).
+
+        Synchronous runs never get here with stale samples, so ``max_staleness: 0`` stays exactly on-policy."""
+        cfg = self.config.algorithm
+        if cfg.off_policy_correction == "none":
+            return None
+        behaviour, stale = behaviour_logprobs(
+            [s.completion for s in samples], width, stale_below=agent.learner.policy_version
+        )
+        if not stale.any():
+            return None
+        return truncated_is_weights(learner_logp, behaviour, stale, cfg.off_policy_is_cap), stale
 
     def sync_weights(self, agents: list[Agent], timer: StageTimer) -> None:
         """In-process the generator shares the learner's model object: the sync is the version number."""

@@ -16,6 +16,7 @@ from waltz_ray.core.losses import (
     policy_loss,
     token_logprobs,
     token_sum_mean,
+    truncated_is_weights,
 )
 
 # ---------------------------------------------------------------- KL estimators
@@ -203,3 +204,18 @@ def test_entropy_manual_and_masked_vocab() -> None:
     assert torch.allclose(entropy, torch.tensor([[math.log(2)]]))
     entropy.sum().backward()
     assert masked.grad is not None and torch.all(torch.isfinite(masked.grad))
+
+
+# ---------------------------------------------------------------- off-policy correction
+
+
+def test_truncated_is_weights_hand_computed() -> None:
+    target = torch.tensor([[-1.0, -0.5, -2.0], [-1.0, -1.0, -1.0]])
+    behaviour = torch.tensor([[-1.0, -1.0, -0.5], [-3.0, -1.0, -1.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    weights = truncated_is_weights(target, behaviour, mask, cap=2.0)
+    # exp(0) = 1; exp(0.5) = 1.6487; exp(-1.5) = 0.2231; exp(2) = 7.389 -> cap 2; unmasked tokens -> 1
+    expected = torch.tensor([[1.0, math.exp(0.5), math.exp(-1.5)], [2.0, 1.0, 1.0]])
+    assert torch.allclose(weights, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="cap must be >= 1"):
+        truncated_is_weights(target, behaviour, mask, cap=0.5)

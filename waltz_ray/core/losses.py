@@ -112,6 +112,18 @@ def _policy_stats(
     )
 
 
+def truncated_is_weights(target_logp: Tensor, behaviour_logp: Tensor, mask: Tensor, cap: float) -> Tensor:
+    """Per-token importance weights ``min(exp(target - behaviour), cap)`` where ``mask`` is 1, and 1 elsewhere.
+
+    ``target_logp`` is the learner's policy before the update, ``behaviour_logp`` the policy that sampled the tokens
+    (all [B, L]); ``mask`` selects the tokens to correct (the action tokens of stale rows). Not differentiated.
+    """
+    if cap < 1.0:
+        raise ValueError(f"importance weight cap must be >= 1 (got {cap})")
+    ratio = torch.exp((target_logp - behaviour_logp).detach()).clamp(max=cap)
+    return torch.where(mask > 0, ratio, torch.ones_like(ratio))
+
+
 def kl_penalty_loss(
     logp: Tensor,
     ref_logp: Tensor,

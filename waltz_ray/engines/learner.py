@@ -47,6 +47,23 @@ def make_batch(completions: Sequence[Completion], pad_id: int) -> TokenBatch:
     return TokenBatch(input_ids, attention, action)
 
 
+def behaviour_logprobs(
+    completions: Sequence[Completion], width: int, stale_below: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The generators' own token log-probs laid out like ``make_batch``'s action mask ([B, width - 1]), and the mask
+    of the tokens to correct: action tokens of completions sampled by a policy version below ``stale_below`` that
+    reported their log-probs. Rows without log-probs (engines that cannot report them) stay uncorrected."""
+    logp = torch.zeros((len(completions), width - 1), dtype=torch.float32)
+    mask = torch.zeros_like(logp)
+    for row, c in enumerate(completions):
+        if c.policy_version >= stale_below or len(c.logprobs) != len(c.token_ids) or not c.token_ids:
+            continue
+        start = len(c.prompt_token_ids) - 1
+        logp[row, start : start + len(c.token_ids)] = torch.tensor(c.logprobs, dtype=torch.float32)
+        mask[row, start : start + len(c.token_ids)] = 1.0
+    return logp, mask
+
+
 def sequence_logprobs(
     model: Any, batch: TokenBatch, with_entropy: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
