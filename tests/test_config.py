@@ -55,7 +55,9 @@ def test_tiny_yaml_loads_with_its_values():
     assert config.agents.conversation.generation.max_new_tokens == 24
     assert config.agents.feedback.generation.max_new_tokens == 64
     assert config.learner.lr == pytest.approx(1e-4)
-    assert config.stages.stage1_steps == 60
+    assert config.stages.stage1_steps == 40
+    assert config.reward.lambda_stage2 == pytest.approx(0.2)
+    assert config.runtime.mode == "ray" and config.runtime.max_staleness == 0
     # fields the file leaves out keep their defaults
     assert config.checkpoint.keep_last == WaltzConfig().checkpoint.keep_last
 

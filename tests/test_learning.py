@@ -1,6 +1,7 @@
 """End to end on the embedded world: `waltz-ray train` on a shortened tiny config measurably improves the pair.
 
-Slow (a few minutes on 2 cores, plus the one-time tiny build): it is the learning bar of the embedded-world issue.
+It runs the default runtime of configs/tiny.yaml (local Ray, synchronous), so it is also the check that the default
+meets the learning bar. Slow (about 3 minutes on 2 cores, plus the one-time tiny build).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def test_tiny_run_improves_the_pair(tmp_path: Path) -> None:
         assert (out / name).is_file(), name
     for key in ("asr", "orr", "ftr", "feedback_format_rate", "label_accuracy", "n_harmful", "n_benign"):
         assert key in initial and key in final
+    assert all("queue/capacity" in r for r in rows if "rollout/label_accuracy" in r), "not the Ray runtime"
 
     # the margins hold over seeds 0-2 with room to spare (README: the seed table)
     assert final["asr"] <= initial["asr"] - 0.15, (initial["asr"], final["asr"])

@@ -139,7 +139,9 @@ def ray_session() -> Iterator[None]:
     address = os.environ.get("RAY_ADDRESS") or None
     kwargs: dict[str, Any] = {"address": address, "include_dashboard": False}
     if address is None:
-        kwargs["num_cpus"] = os.cpu_count() or 1
+        # a local Ray of our own: this machine's CPUs, every server on loopback (Ray binds all interfaces otherwise)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        kwargs.update(num_cpus=os.cpu_count() or 1, _node_ip_address="127.0.0.1")
     ray.init(**kwargs)
     try:
         yield
