@@ -40,3 +40,38 @@ def test_overlap_benchmark_runs_reduced(tmp_path: Path) -> None:
     assert summary["runs"]["sync"]["steps"] == summary["runs"]["async"]["steps"] == 2
     assert summary["runs"]["sync"]["max_staleness_seen"] == 0.0
     assert summary["overlap_ratio"] == pytest.approx(float(last.group(1)), abs=1e-3)
+
+
+def _fake_run(run: Path, before: float, after: float) -> None:
+    """A finished run: 6 stage-1 steps (label accuracy 0.1 .. 0.6, an evaluation at step 6), 1 stage-2 step."""
+    run.mkdir(parents=True)
+    keys = ("asr", "orr", "ftr", "label_accuracy", "feedback_format_rate")
+    (run / "eval_initial.json").write_text(json.dumps({k: before for k in keys}))
+    (run / "eval_final.json").write_text(json.dumps({k: after for k in keys}))
+    rows: list[dict[str, float]] = [{"step": 0, "eval/feedback_format_rate": 0.5}]
+    rows += [{"step": s, "stage": 1, "rollout/label_accuracy": s / 10} for s in range(1, 7)]
+    rows[-1]["eval/feedback_format_rate"] = 0.96
+    rows.append({"step": 7, "stage": 2, "rollout/label_accuracy": 0.0})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_seed_table_reads_finished_runs(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import seeds
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    _fake_run(tmp_path / "seed0", 1.0, 0.25)
+    _fake_run(tmp_path / "seed1", 0.5, 0.75)
+    one = seeds.run_summary(tmp_path / "seed0")
+    assert one["stage1_steps"] == 6 and one["format_after_stage1"] == 0.96
+    # first five stage-1 steps 0.1..0.5 (mean 0.3), last five 0.2..0.6 (mean 0.4); stage 2 is not counted
+    assert one["rollout_label_accuracy_first5"] == pytest.approx(0.3)
+    assert one["rollout_label_accuracy_last5"] == pytest.approx(0.4)
+    text = seeds.table({"0": one, "1": seeds.run_summary(tmp_path / "seed1")})
+    lines = text.splitlines()
+    assert lines[2].startswith("| 0 | 1.000 → 0.250 |") and "| 0.960 | 0.300 → 0.400 |" in lines[2]
+    assert lines[-1].startswith("| final mean [min, max] | 0.500 [0.250, 0.750] |")
+    (tmp_path / "seed1" / "eval_final.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"missing eval_final\.json"):
+        seeds.run_summary(tmp_path / "seed1")
