@@ -107,6 +107,14 @@ def test_shards_cover_the_batch_contiguously() -> None:
     assert shards(5, 1) == [(0, 5)]
 
 
+def test_remote_judge_names_a_batch_mismatch_before_sharding() -> None:
+    from waltz_ray.runtime.proxies import Pool, RemoteJudge
+
+    judge = RemoteJudge(Pool("judge", []), timeout_s=1.0)  # no actor is called: the check comes first
+    with pytest.raises(ValueError, match="3 prompts, 2 responses, - labels"):
+        judge.judge(["a", "b", "c"], ["x", "y"])
+
+
 def test_budget_check_names_every_pool() -> None:
     from waltz_ray.runtime.topology import ResourceBudgetError, check_resources, pool_specs
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import ray
 
+from waltz_ray.engines.judges.batch import check_batch_sizes
 from waltz_ray.types import Completion, GenerationParams, JudgeVerdict, Message, PromptLabel
 
 
@@ -125,6 +126,7 @@ class RemoteJudge:
         responses: Sequence[str],
         labels: Sequence[PromptLabel | None] | None = None,
     ) -> list[JudgeVerdict]:
+        check_batch_sizes(prompts, responses, labels)  # before sharding, so a mismatch is named, not mis-split
         if not prompts:
             return []
         parts = shards(len(prompts), len(self.pool.actors))
