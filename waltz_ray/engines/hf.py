@@ -12,15 +12,23 @@ from waltz_ray.core.protocol import render_chat
 from waltz_ray.types import Completion, GenerationParams, Message
 
 
-def load_model_and_tokenizer(path: str, dtype: str = "float32") -> tuple[Any, Any]:
-    """Load a causal LM and its tokenizer by path or hub id (the same call for a tiny agent and an 8B model)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(path: str) -> Any:
+    """The tokenizer by path or hub id, left-padded for batched generation, with a pad token (EOS if it has none)."""
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model_and_tokenizer(path: str, dtype: str = "float32") -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer by path or hub id (the same call for a tiny agent and an 8B model)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
     model.eval()
     return model, tokenizer

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from waltz_ray.config import WaltzConfig
+from waltz_ray.engines.hf import load_tokenizer
 from waltz_ray.rollout import StageTimer
 from waltz_ray.runtime.producer import RolloutProducer
 from waltz_ray.runtime.proxies import RemoteGenerator, RemoteJudge, RemoteLearnerGroup
@@ -36,17 +37,6 @@ def queue_capacity(config: WaltzConfig) -> int:
     return config.runtime.max_staleness + 1
 
 
-def _tokenizer(model_path: str) -> Any:
-    """The driver's tokenizer for token batches (the settings of ``engines.hf.load_model_and_tokenizer``)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
 def remote_agents(topology: Topology) -> dict[AgentName, Agent]:
     timeout = topology.config.runtime.remote_timeout_s
     return {
@@ -54,7 +44,7 @@ def remote_agents(topology: Topology) -> dict[AgentName, Agent]:
             name,
             RemoteGenerator(topology.generation[name], timeout),
             RemoteLearnerGroup(topology.learners[name], timeout),
-            _tokenizer(topology.model_paths[name]),
+            load_tokenizer(topology.model_paths[name]),
         )
         for name in AGENTS
     }
