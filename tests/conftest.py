@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,3 +50,15 @@ def shared_data() -> Path:
     if path is None:
         pytest.skip("../shared/data is not present")
     return path
+
+
+@pytest.fixture(scope="module")
+def ray_session() -> Iterator[Any]:
+    """A local Ray (2 CPUs, 300 MB object store) for one test module, unless one is already running."""
+    ray = pytest.importorskip("ray")
+    owned = not ray.is_initialized()
+    if owned:
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 * 1024 * 1024)
+    yield ray
+    if owned:
+        ray.shutdown()

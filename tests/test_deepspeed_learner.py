@@ -224,17 +224,6 @@ def test_world1_zero_stages_match_torch_and_checkpoints_round_trip(model_dir: Pa
 
 
 # ------------------------------------------------------------------------------------------------- world size 2
-@pytest.fixture(scope="module")
-def ray_session() -> Any:
-    ray = pytest.importorskip("ray")
-    owned = not ray.is_initialized()
-    if owned:
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024)
-    yield ray
-    if owned:
-        ray.shutdown()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
 def test_world2_ray_actors_match_whole_batch_update(

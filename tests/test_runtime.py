@@ -159,17 +159,6 @@ def test_nccl_buckets_and_cuda_guard() -> None:
 
 
 # --------------------------------------------------------------------------------------------- real Ray
-@pytest.fixture(scope="module")
-def ray_session() -> Iterator[Any]:
-    ray = pytest.importorskip("ray")
-    owned = not ray.is_initialized()
-    if owned:
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 * 1024 * 1024)
-    yield ray
-    if owned:
-        ray.shutdown()
-
-
 @pytest.fixture
 def fake_generator_cls() -> type:
     """A model-free generator actor class (defined here so it travels by value)."""
