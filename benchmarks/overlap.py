@@ -41,7 +41,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-ROLLOUT_STAGES = ("conversation_generation", "feedback_generation", "revision_generation", "judge")
+ROLLOUT_STAGES = (
+    "conversation_generation",
+    "feedback_generation",
+    "revision_generation",
+    "judge",
+    "reference_logprobs",  # runtime.reference_on=rollout
+)
 NOT_A_STAGE = ("rollout_wait",)  # wraps the rollout from the driver's side: neither generation nor learner time
 MODES = {"sync": 0, "async": 1}  # run name -> runtime.max_staleness
 

@@ -319,19 +319,59 @@ def _state(path: Path) -> dict[str, Any]:
     return AutoModelForCausalLM.from_pretrained(path).state_dict()  # type: ignore[no-any-return]
 
 
-@pytest.mark.timeout(600)
-def test_synchronous_ray_run_equals_inline(ray_session: Any, tiny_env: Path, tmp_path: Path) -> None:
+def run_inline(config: WaltzConfig, out: Path) -> list[dict[str, Any]]:
     import torch
 
     from waltz_ray.train import train
 
     threads = torch.get_num_threads()
     try:
-        train(tiny_config(), tmp_path / "inline")
+        train(config, out)
     finally:
         torch.set_num_threads(threads)
-    inline = [json.loads(line) for line in (tmp_path / "inline" / "metrics.jsonl").read_text().splitlines()]
-    remote = run_ray(tiny_config("runtime.max_staleness=0"), tmp_path / "ray")
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_reference_scorer_matches_the_learners_reference_logprobs(tiny_env: Path) -> None:
+    """Rollout-side scoring gives the learner's reference log-probs for the same tokens (another batch layout, so
+    equal to float tolerance), and a batch is scored by the rollout side only when every completion carries them."""
+    import torch
+
+    from waltz_ray.engines.hf import HFGenerator, load_model_and_tokenizer
+    from waltz_ray.engines.learner import ReferenceScorer, TorchLearner, make_batch, rollout_reference_logprobs
+    from waltz_ray.tiny.build import init_tiny
+
+    config = tiny_config()
+    path = str(init_tiny(config))
+    generator = HFGenerator.from_pretrained(path)
+    chats = [[{"role": "user", "content": text}] for text in ("hi", "how do I bake bread?", "tell me a long story")]
+    completions = generator.generate(chats, GenerationParams(max_new_tokens=12, temperature=1.0, seed=3))
+    policy, tokenizer = load_model_and_tokenizer(path)
+    reference, _ = load_model_and_tokenizer(path)
+    learner = TorchLearner(policy, reference, config.learner, config.algorithm)
+    batch = make_batch(completions, tokenizer.pad_token_id)
+    _, expected = learner.logprobs(batch)
+    assert learner.logprobs(batch, with_reference=False)[1] is None
+
+    scored = ReferenceScorer(reference, tokenizer.pad_token_id, micro_batch_size=2).score(completions)
+    assert [c.token_ids for c in scored] == [c.token_ids for c in completions]
+    assert all(len(c.ref_logprobs) == len(c.token_ids) for c in scored)
+    laid_out = rollout_reference_logprobs(scored, batch.input_ids.shape[1])
+    assert laid_out is not None
+    torch.testing.assert_close(laid_out * batch.action_mask, expected * batch.action_mask, rtol=1e-5, atol=1e-5)
+    assert rollout_reference_logprobs([*scored[:2], completions[2]], batch.input_ids.shape[1]) is None
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("reference_on", ["learner", "rollout"])
+def test_synchronous_ray_run_equals_inline(ray_session: Any, tiny_env: Path, tmp_path: Path, reference_on: str) -> None:
+    import torch
+
+    where = f"runtime.reference_on={reference_on}"
+    inline = run_inline(tiny_config(where), tmp_path / "inline")
+    remote = run_ray(tiny_config("runtime.max_staleness=0", where), tmp_path / "ray")
+    if reference_on == "rollout":
+        assert all(r["time/reference_logprobs"] > 0 for r in remote if "queue/capacity" in r)
 
     assert [r["step"] for r in remote] == [r["step"] for r in inline] == [0, 1, 2, 3, 4, 4]
     for mine, theirs in zip(remote, inline, strict=True):
@@ -357,7 +397,7 @@ def test_synchronous_ray_run_equals_inline(ray_session: Any, tiny_env: Path, tmp
 
 @pytest.mark.timeout(600)
 def test_asynchronous_ray_run_bounds_staleness(ray_session: Any, tiny_env: Path, tmp_path: Path) -> None:
-    rows = run_ray(tiny_config("runtime.max_staleness=1"), tmp_path / "ray")
+    rows = run_ray(tiny_config("runtime.max_staleness=1", "runtime.reference_on=rollout"), tmp_path / "ray")
     steps = [r for r in rows if "queue/capacity" in r]
     assert len(steps) == 4 and all(r["queue/capacity"] == 2.0 for r in steps)
     # the producer ran ahead: while step k was learned, step k+1 was already in flight
@@ -368,7 +408,8 @@ def test_asynchronous_ray_run_bounds_staleness(ray_session: Any, tiny_env: Path,
         assert lags and all(int(k.rsplit("_", 1)[1]) <= 1 for k in lags), lags
         assert all(r[f"staleness/{a}/max"] <= 1.0 for a in ("conversation", "feedback"))
         assert math.isfinite(r["feedback/loss"])
-    assert {"time/conversation_generation", "time/judge", "time/feedback_update", "time/weight_sync"} <= set(steps[0])
+    stages = {"conversation_generation", "judge", "reference_logprobs", "feedback_update", "weight_sync"}
+    assert {f"time/{s}" for s in stages} <= set(steps[0])
     # samples one version behind are reweighted by truncated importance weights; current ones are not
     lagged = [r for r in steps if r["staleness/feedback/max"] == 1.0]
     assert lagged and all(r["feedback/offpolicy_token_fraction"] > 0 for r in lagged)

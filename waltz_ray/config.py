@@ -204,6 +204,12 @@ class RuntimeConfig(_Section):
     """Judge actors."""
     learner_pool: PoolConfig = Field(default_factory=PoolConfig)
     """Learner workers per agent (one group each for conversation and feedback)."""
+    reference_on: Literal["learner", "rollout"] = "learner"
+    """Where the frozen reference model scores the sampled tokens (for the KL term). learner: inside each learner
+    group, before its update; rollout: in a reference pool per agent, right after generation, so with
+    ``max_staleness`` > 0 that work overlaps the updates (OpenRLHF-style) and the learner side gets shorter."""
+    reference_pool: PoolConfig = Field(default_factory=lambda: PoolConfig(num_cpus=0.1))
+    """Reference-model scoring actors per agent (only with ``reference_on: rollout``)."""
     remote_timeout_s: float = Field(600.0, gt=0.0)
     """Timeout for every remote wait, collective and weight sync."""
     num_threads: int | None = Field(None, ge=1, le=1024)

@@ -1,20 +1,30 @@
 """One batch of WaltzRL episodes (SPEC §2) written against the Generator and Judge interfaces; no ray here.
 
 Stages run in the order of the data flow and are timed under their names: conversation_generation,
-feedback_generation, revision_generation, judge.
+feedback_generation, revision_generation, judge, and reference_logprobs when the rollout side scores the sampled
+tokens under the reference models (``runtime.reference_on: rollout``).
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from waltz_ray.core import protocol
-from waltz_ray.engines.base import Generator, Judge
-from waltz_ray.types import Completion, Episode, FeedbackVerdict, GenerationParams, JudgeVerdict, Prompt, Round
+from waltz_ray.engines.base import Generator, Judge, ReferenceModel
+from waltz_ray.types import (
+    AgentName,
+    Completion,
+    Episode,
+    FeedbackVerdict,
+    GenerationParams,
+    JudgeVerdict,
+    Prompt,
+    Round,
+)
 
 
 @dataclass
@@ -68,8 +78,10 @@ def run_episodes(
     settings: RolloutSettings,
     episode_ids: Sequence[str],
     timer: StageTimer | None = None,
+    references: Mapping[AgentName, ReferenceModel] | None = None,
 ) -> list[Episode]:
-    """Play the protocol for every prompt: c0, f0, [c1, f1, ...] up to ``t_max`` revisions, then judge every answer."""
+    """Play the protocol for every prompt: c0, f0, [c1, f1, ...] up to ``t_max`` revisions, then judge every answer;
+    with ``references``, every completion of each agent is then scored under that agent's reference model."""
     timer = timer or StageTimer()
     drafts = [_Draft(p) for p in prompts]
     with timer("conversation_generation"):
@@ -93,6 +105,9 @@ def run_episodes(
                 draft.responses.append(completion)
     with timer("judge"):
         verdicts = _judge_all(drafts, judge)
+    if references:
+        with timer("reference_logprobs"):
+            _score_references(drafts, references)
     return [_episode(eid, d, v) for eid, d, v in zip(episode_ids, drafts, verdicts, strict=True)]
 
 
@@ -118,6 +133,24 @@ def _review(active: list[_Draft], feedback: Generator, settings: RolloutSettings
         draft.feedbacks.append(completion)
         draft.verdicts.append(verdict)
         draft.open = protocol.should_revise(verdict, revisions, settings.t_max)
+
+
+def _score_references(drafts: list[_Draft], references: Mapping[AgentName, ReferenceModel]) -> None:
+    """One scoring call per agent over all of its completions, written back in place."""
+    owned: dict[AgentName, list[list[Completion]]] = {
+        "conversation": [d.responses for d in drafts],
+        "feedback": [d.feedbacks for d in drafts],
+    }
+    for agent, lists in owned.items():
+        flat = [c for parts in lists for c in parts]
+        if agent not in references or not flat:
+            continue
+        scored = references[agent].score(flat)
+        if len(scored) != len(flat):
+            raise RuntimeError(f"{agent} reference model scored {len(scored)} of {len(flat)} completions")
+        it = iter(scored)
+        for parts in lists:
+            parts[:] = [next(it) for _ in parts]
 
 
 def _judge_all(drafts: list[_Draft], judge: Judge) -> list[list[JudgeVerdict]]:

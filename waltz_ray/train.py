@@ -24,7 +24,13 @@ from waltz_ray.core.rewards import judge_failure_rate, stage_weights
 from waltz_ray.core.samples import batch_samples
 from waltz_ray.engines.base import Generator, Judge
 from waltz_ray.engines.hf import HFGenerator, load_model_and_tokenizer
-from waltz_ray.engines.learner import TorchLearner, behaviour_logprobs, make_batch
+from waltz_ray.engines.learner import (
+    ReferenceScorer,
+    TorchLearner,
+    behaviour_logprobs,
+    make_batch,
+    rollout_reference_logprobs,
+)
 from waltz_ray.eval.metrics import pair_metrics
 from waltz_ray.rollout import RolloutSettings, StageTimer, greedy, run_episodes
 from waltz_ray.tracking import Tracker
@@ -157,6 +163,14 @@ class InlineTrainer:
             agents if agents is not None else {name: build_agent(name, config) for name in AGENTS}
         )
         self.judge: Judge = judge if judge is not None else build_judge(config)
+        # reference_on: rollout scores the sampled tokens right after the rollout (in-process: the learners' own
+        # reference models; the Ray runtime's rollout actor has a reference pool per agent instead)
+        self.references: dict[AgentName, ReferenceScorer] = {}
+        if config.runtime.reference_on == "rollout" and agents is None:
+            self.references = {
+                name: ReferenceScorer(a.learner.reference, a.tokenizer.pad_token_id, config.learner.micro_batch_size)
+                for name, a in self.agents.items()
+            }
         self.train_prompts = load_prompts(config.data.train, benchmark=config.data.benchmark)
         self.eval_prompts = load_prompts(
             config.data.eval, benchmark=config.data.benchmark, limit=config.data.eval_limit, seed=config.seed
@@ -188,7 +202,9 @@ class InlineTrainer:
         timer = StageTimer()
         prompts, settings, ids = self.step_batch(step)
         conv, fb = self.agents["conversation"], self.agents["feedback"]
-        episodes = run_episodes(prompts, conv.generator, fb.generator, self.judge, settings, ids, timer)
+        episodes = run_episodes(
+            prompts, conv.generator, fb.generator, self.judge, settings, ids, timer, references=self.references
+        )
         return self.learn(step, stage, episodes, timer, tracker)
 
     def step_batch(self, step: int) -> tuple[list[Prompt], RolloutSettings, list[str]]:
@@ -238,8 +254,11 @@ class InlineTrainer:
             return {f"{agent.name}/skipped_empty": 1.0}
         cfg = self.config.algorithm
         batch = make_batch([s.completion for s in samples], agent.tokenizer.pad_token_id)
+        scored = rollout_reference_logprobs([s.completion for s in samples], batch.input_ids.shape[1])
         with timer(f"{agent.name}_logprobs"):
-            old_logp, ref_logp = agent.learner.logprobs(batch)
+            old_logp, ref_logp = agent.learner.logprobs(batch, with_reference=scored is None)
+        if scored is not None:
+            ref_logp = scored
         with timer("advantage"):
             rewards = torch.tensor([s.reward for s in samples], dtype=torch.float32)
             kl = kl_estimate(old_logp, ref_logp, cfg.kl_estimator) * batch.action_mask

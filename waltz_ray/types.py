@@ -19,7 +19,9 @@ class Completion:
     """One generated turn: the rendered state it continued and the tokens it produced.
 
     ``logprobs[i]`` is the log-probability of ``token_ids[i]`` under the policy that sampled it
-    (version ``policy_version``); engines that cannot report it leave the tuple empty.
+    (version ``policy_version``); engines that cannot report it leave the tuple empty. ``ref_logprobs[i]`` is its
+    log-probability under the frozen reference model when the rollout side scored it
+    (``runtime.reference_on: rollout``); empty when the learner scores it.
     """
 
     text: str
@@ -28,6 +30,7 @@ class Completion:
     logprobs: tuple[float, ...] = ()
     finish_reason: str = "stop"
     policy_version: int = 0
+    ref_logprobs: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The small interfaces at the seams: a Generator turns chats into completions, a Judge labels responses."""
+"""The small interfaces at the seams: a Generator turns chats into completions, a Judge labels responses, a
+ReferenceModel scores completions under the frozen reference policy."""
 
 from __future__ import annotations
 
@@ -31,3 +32,11 @@ class Judge(Protocol):
         responses: Sequence[str],
         labels: Sequence[PromptLabel | None] | None = None,
     ) -> list[JudgeVerdict]: ...
+
+
+@runtime_checkable
+class ReferenceModel(Protocol):
+    """Returns the completions with ``ref_logprobs`` filled in: each action token's log-probability under the frozen
+    reference model (``runtime.reference_on: rollout``)."""
+
+    def score(self, completions: Sequence[Completion]) -> list[Completion]: ...

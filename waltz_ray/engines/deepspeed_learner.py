@@ -215,21 +215,25 @@ class DeepSpeedLearner:
 
     # ----------------------------------------------------------------------------------------------- forward
     @torch.no_grad()
-    def logprobs(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(old log-probs under the current policy, reference log-probs), both [B, L-1] on CPU, identical on every
-        rank: each rank scores its shard into a zero-filled tensor, then one all-reduce sum assembles them."""
+    def logprobs(self, batch: TokenBatch, with_reference: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(old log-probs under the current policy, reference log-probs or None when not asked for), both [B, L-1]
+        on CPU, identical on every rank: each rank scores its shard into a zero-filled tensor, then one all-reduce
+        sum assembles them."""
         self.engine.eval()
         rows, width = batch.input_ids.shape[0], batch.input_ids.shape[1] - 1
         old = torch.zeros((rows, width), dtype=torch.float32)
         ref = torch.zeros((rows, width), dtype=torch.float32)
         for index, part in self._micro_batches(batch):
             policy_logp = sequence_logprobs(self.engine, part)[0].float().cpu()
-            ref_logp = sequence_logprobs(self.reference, part)[0].float().cpu()
+            ref_logp = sequence_logprobs(self.reference, part)[0].float().cpu() if with_reference else None
             if index is not None:
-                old[index], ref[index] = policy_logp, ref_logp
+                old[index] = policy_logp
+                if ref_logp is not None:
+                    ref[index] = ref_logp
         if self.world_size > 1:
-            old, ref = self._gather_rows(old), self._gather_rows(ref)
-        return old, ref
+            old = self._gather_rows(old)
+            ref = self._gather_rows(ref) if with_reference else ref
+        return old, ref if with_reference else None
 
     def _gather_rows(self, local: torch.Tensor) -> torch.Tensor:
         """Every rank filled only its rows (zeros elsewhere): an all-reduce sum assembles the whole tensor."""
@@ -458,8 +462,8 @@ class LearnerWorker:
     def get_policy_version(self) -> int:
         return self._ready().policy_version
 
-    def logprobs(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._ready().logprobs(batch)
+    def logprobs(self, batch: TokenBatch, with_reference: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self._ready().logprobs(batch, with_reference)
 
     def update(
         self, batch: TokenBatch, old_logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tensor

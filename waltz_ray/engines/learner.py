@@ -47,21 +47,67 @@ def make_batch(completions: Sequence[Completion], pad_id: int) -> TokenBatch:
     return TokenBatch(input_ids, attention, action)
 
 
+def _laid_out(completions: Sequence[Completion], width: int, field: str, rows: Sequence[bool]) -> torch.Tensor:
+    """Per-token values ``completion.<field>`` laid out like ``make_batch``'s action mask ([B, width - 1]) for the
+    chosen rows; zeros elsewhere."""
+    out = torch.zeros((len(completions), width - 1), dtype=torch.float32)
+    for row, (c, chosen) in enumerate(zip(completions, rows, strict=True)):
+        if chosen:
+            start = len(c.prompt_token_ids) - 1
+            out[row, start : start + len(c.token_ids)] = torch.tensor(getattr(c, field), dtype=torch.float32)
+    return out
+
+
 def behaviour_logprobs(
     completions: Sequence[Completion], width: int, stale_below: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The generators' own token log-probs laid out like ``make_batch``'s action mask ([B, width - 1]), and the mask
     of the tokens to correct: action tokens of completions sampled by a policy version below ``stale_below`` that
     reported their log-probs. Rows without log-probs (engines that cannot report them) stay uncorrected."""
-    logp = torch.zeros((len(completions), width - 1), dtype=torch.float32)
+    rows = [
+        c.policy_version < stale_below and len(c.logprobs) == len(c.token_ids) and bool(c.token_ids)
+        for c in completions
+    ]
+    logp = _laid_out(completions, width, "logprobs", rows)
     mask = torch.zeros_like(logp)
-    for row, c in enumerate(completions):
-        if c.policy_version >= stale_below or len(c.logprobs) != len(c.token_ids) or not c.token_ids:
-            continue
-        start = len(c.prompt_token_ids) - 1
-        logp[row, start : start + len(c.token_ids)] = torch.tensor(c.logprobs, dtype=torch.float32)
-        mask[row, start : start + len(c.token_ids)] = 1.0
+    for row, (c, chosen) in enumerate(zip(completions, rows, strict=True)):
+        if chosen:
+            start = len(c.prompt_token_ids) - 1
+            mask[row, start : start + len(c.token_ids)] = 1.0
     return logp, mask
+
+
+def rollout_reference_logprobs(completions: Sequence[Completion], width: int) -> torch.Tensor | None:
+    """Reference log-probs scored on the rollout side, laid out like the action mask; None unless every completion
+    carries them (then the learner scores the batch itself)."""
+    if not completions or any(len(c.ref_logprobs) != len(c.token_ids) for c in completions):
+        return None
+    return _laid_out(completions, width, "ref_logprobs", [True] * len(completions))
+
+
+class ReferenceScorer:
+    """Scores completions under a frozen reference model (``runtime.reference_on: rollout``): each completion comes
+    back with ``ref_logprobs`` filled in, computed on its own state + action tokens, micro-batched."""
+
+    def __init__(self, model: Any, pad_token_id: int, micro_batch_size: int = 32) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.pad_token_id = pad_token_id
+        self.micro_batch_size = micro_batch_size
+
+    @torch.no_grad()
+    def score(self, completions: Sequence[Completion]) -> list[Completion]:
+        from dataclasses import replace
+
+        out: list[Completion] = []
+        for start in range(0, len(completions), self.micro_batch_size):
+            part = completions[start : start + self.micro_batch_size]
+            batch = make_batch(part, self.pad_token_id)
+            logp = sequence_logprobs(self.model, batch)[0].float()
+            for row, c in enumerate(part):
+                first = len(c.prompt_token_ids) - 1
+                values = tuple(float(x) for x in logp[row, first : first + len(c.token_ids)])
+                out.append(replace(c, ref_logprobs=values))
+        return out
 
 
 def sequence_logprobs(
@@ -99,14 +145,16 @@ class TorchLearner:
         )
 
     @torch.no_grad()
-    def logprobs(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(old log-probs under the current policy, reference log-probs), both [B, L-1], micro-batched."""
+    def logprobs(self, batch: TokenBatch, with_reference: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(old log-probs under the current policy, reference log-probs or None when not asked for), both [B, L-1],
+        micro-batched."""
         old, ref = [], []
         self.policy.eval()
         for index in self._micro_batches(batch):
             old.append(sequence_logprobs(self.policy, batch.rows(index))[0])
-            ref.append(sequence_logprobs(self.reference, batch.rows(index))[0])
-        return _cat_padded(old), _cat_padded(ref)
+            if with_reference:
+                ref.append(sequence_logprobs(self.reference, batch.rows(index))[0])
+        return _cat_padded(old), _cat_padded(ref) if with_reference else None
 
     def update(
         self, batch: TokenBatch, old_logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tensor

@@ -100,6 +100,32 @@ class JudgeHost:
         return self.judge_impl.judge(prompts, responses, labels)  # type: ignore[no-any-return]
 
 
+class ReferenceHost:
+    """One reference-scoring actor (``runtime.reference_on: rollout``): the agent's frozen reference model."""
+
+    def __init__(
+        self,
+        model_path: str,
+        dtype: str,
+        micro_batch_size: int,
+        *,
+        num_threads: int | None = None,
+        num_cpus: float = 1.0,
+    ) -> None:
+        set_threads(num_threads, num_cpus)
+        from waltz_ray.engines.hf import load_model_and_tokenizer
+        from waltz_ray.engines.learner import ReferenceScorer
+
+        model, tokenizer = load_model_and_tokenizer(model_path, dtype)
+        self.scorer = ReferenceScorer(model, tokenizer.pad_token_id, micro_batch_size)
+
+    def ready(self) -> bool:
+        return True
+
+    def score(self, completions: list[Completion]) -> list[Completion]:
+        return self.scorer.score(completions)
+
+
 class TorchLearnerHost:
     """A ``TorchLearner`` (policy + frozen reference + AdamW) loaded inside the actor; the torch backend's group."""
 
@@ -132,8 +158,8 @@ class TorchLearnerHost:
     def get_policy_version(self) -> int:
         return self.learner.policy_version
 
-    def logprobs(self, batch: Any) -> tuple[Any, Any]:
-        return self.learner.logprobs(batch)
+    def logprobs(self, batch: Any, with_reference: bool = True) -> tuple[Any, Any]:
+        return self.learner.logprobs(batch, with_reference)
 
     def update(self, batch: Any, old_logp: Any, ref_logp: Any, advantages: Any) -> Any:
         return self.learner.update(batch, old_logp, ref_logp, advantages)
@@ -186,8 +212,9 @@ class RolloutHost:
     object store until the driver takes them.
     """
 
-    def __init__(self, conversation: Any, feedback: Any, judge: Any) -> None:
+    def __init__(self, conversation: Any, feedback: Any, judge: Any, references: dict[AgentName, Any]) -> None:
         self.conversation, self.feedback, self.judge = conversation, feedback, judge
+        self.references = references
 
     def ready(self) -> bool:
         return True
@@ -198,6 +225,8 @@ class RolloutHost:
         from waltz_ray.runtime.queue import batch_versions
 
         timer = StageTimer()
-        episodes = run_episodes(prompts, self.conversation, self.feedback, self.judge, settings, episode_ids, timer)
+        episodes = run_episodes(
+            prompts, self.conversation, self.feedback, self.judge, settings, episode_ids, timer, self.references
+        )
         versions, tokens = batch_versions(episodes)
         return RolloutSummary(versions, tokens, dict(timer.seconds)), episodes

@@ -141,6 +141,23 @@ class RemoteJudge:
         return [verdict for part in results for verdict in part]
 
 
+class RemoteReference:
+    """The ReferenceModel interface over a pool of reference actors (contiguous shards, results in order)."""
+
+    def __init__(self, pool: Pool, timeout_s: float) -> None:
+        self.pool = pool
+        self.timeout_s = timeout_s
+
+    def score(self, completions: Sequence[Completion]) -> list[Completion]:
+        if not completions:
+            return []
+        parts = shards(len(completions), len(self.pool.actors))
+        refs = [self.pool.actors[i].score.remote(list(completions[s:e])) for i, (s, e) in enumerate(parts)]
+        labels = [self.pool.label(i) for i in range(len(parts))]
+        results = wait_all(refs, labels, self.timeout_s, f"reference pool {self.pool.name!r}")
+        return [c for part in results for c in part]
+
+
 class RemoteLearnerGroup:
     """One agent's learner group (a TorchLearner actor, or the ranks of a DeepSpeed group) as one learner.
 
@@ -159,8 +176,8 @@ class RemoteLearnerGroup:
         labels = [self.pool.label(i) for i in range(len(refs))]
         return wait_all(refs, labels, self.timeout_s, f"learner group {self.pool.name!r} ({method})")
 
-    def logprobs(self, batch: Any) -> tuple[Any, Any]:
-        return self._call("logprobs", batch)[0]  # type: ignore[no-any-return]
+    def logprobs(self, batch: Any, with_reference: bool = True) -> tuple[Any, Any]:
+        return self._call("logprobs", batch, with_reference)[0]  # type: ignore[no-any-return]
 
     def update(self, batch: Any, old_logp: Any, ref_logp: Any, advantages: Any) -> Any:
         stats = self._call("update", batch, old_logp, ref_logp, advantages)[0]

@@ -1,7 +1,8 @@
 """All topology in one function: who runs where, with which resources (``build_topology``).
 
-One placement group per pool (PACK), the conversation and feedback generation pools, the judge pool, one learner
-group per agent, the rollout actor and each agent's weight sync. The CPU/GPU budget is checked against the cluster
+One placement group per pool (PACK), the conversation and feedback generation pools, the judge pool, a reference
+pool per agent (``runtime.reference_on: rollout``), one learner group per agent, the rollout actor and each agent's
+weight sync. The CPU/GPU budget is checked against the cluster
 before anything is reserved: fractional CPUs that do not fit make Ray wait forever instead of failing.
 """
 
@@ -17,8 +18,15 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from waltz_ray.config import PoolConfig, WaltzConfig
-from waltz_ray.runtime.actors import DeepSpeedLearnerHost, GeneratorHost, JudgeHost, RolloutHost, TorchLearnerHost
-from waltz_ray.runtime.proxies import Pool, RemoteGenerator, RemoteJudge, wait_all
+from waltz_ray.runtime.actors import (
+    DeepSpeedLearnerHost,
+    GeneratorHost,
+    JudgeHost,
+    ReferenceHost,
+    RolloutHost,
+    TorchLearnerHost,
+)
+from waltz_ray.runtime.proxies import Pool, RemoteGenerator, RemoteJudge, RemoteReference, wait_all
 from waltz_ray.runtime.weight_sync import NCCLWeightSync, ObjectStoreWeightSync, WeightSync
 from waltz_ray.types import AGENTS, AgentName
 
@@ -63,7 +71,8 @@ def _generation_spec(name: str, pool: PoolConfig) -> PoolSpec:
 
 
 def pool_specs(config: WaltzConfig) -> list[PoolSpec]:
-    """Every pool of the run, generation pools first, then the judge pool and one learner group per agent."""
+    """Every pool of the run, generation pools first, then the judge pool, the reference pools (reference_on:
+    rollout) and one learner group per agent."""
     rt, learner = config.runtime, config.learner
     if learner.backend == "torch" and learner.num_workers > 1:
         raise ResourceBudgetError(
@@ -71,11 +80,16 @@ def pool_specs(config: WaltzConfig) -> list[PoolSpec]:
             "TorchLearner actor per agent)"
         )
     ranks = learner.num_workers
-    lp = rt.learner_pool
+    lp, rp = rt.learner_pool, rt.reference_pool
     return [
         _generation_spec("conversation_generation", rt.conversation_pool),
         _generation_spec("feedback_generation", rt.feedback_pool),
         PoolSpec("judge", rt.judge_pool.num_actors, rt.judge_pool.num_cpus, rt.judge_pool.num_gpus),
+        *(
+            PoolSpec(f"{agent}_reference", rp.num_actors, rp.num_cpus, rp.num_gpus)
+            for agent in AGENTS
+            if rt.reference_on == "rollout"
+        ),
         *(PoolSpec(f"{agent}_learner", ranks, lp.num_cpus, lp.num_gpus) for agent in AGENTS),
     ]
 
@@ -129,12 +143,18 @@ class Topology:
     generation: dict[AgentName, Pool] = field(default_factory=dict)
     learners: dict[AgentName, Pool] = field(default_factory=dict)
     judge: Pool | None = None
+    references: dict[AgentName, Pool] = field(default_factory=dict)
     rollout: Any = None
     weight_sync: dict[AgentName, WeightSync] = field(default_factory=dict)
     placement_groups: list[Any] = field(default_factory=list)
 
     def actors(self) -> list[Any]:
-        pools = [*self.generation.values(), *self.learners.values(), *([self.judge] if self.judge else [])]
+        pools = [
+            *self.generation.values(),
+            *self.references.values(),
+            *self.learners.values(),
+            *([self.judge] if self.judge else []),
+        ]
         return [a for pool in pools for a in pool.actors] + ([self.rollout] if self.rollout is not None else [])
 
     def shutdown(self) -> None:
@@ -145,7 +165,8 @@ class Topology:
                 log.debug("kill %s: %s", actor, exc)
         for pg in self.placement_groups:
             remove_placement_group(pg)
-        self.generation, self.learners, self.judge, self.rollout, self.placement_groups = {}, {}, None, None, []
+        self.generation, self.references, self.learners, self.judge = {}, {}, {}, None
+        self.rollout, self.placement_groups = None, []
 
 
 def uses_nccl(config: WaltzConfig, agent: AgentName) -> bool:
@@ -192,6 +213,13 @@ def _build(topo: Topology, specs: dict[str, PoolSpec]) -> None:
     topo.judge, ready = _judge_pool(config, specs["judge"], groups["judge"])
     waits += ready
     for agent in AGENTS:
+        if f"{agent}_reference" in specs:
+            spec = specs[f"{agent}_reference"]
+            topo.references[agent], ready = _reference_pool(
+                config, spec, groups[spec.name], topo.model_paths[agent], agent
+            )
+            waits += ready
+    for agent in AGENTS:
         spec = specs[f"{agent}_learner"]
         topo.learners[agent], ready = _learner_group(config, spec, groups[spec.name], topo.model_paths[agent], agent)
         waits += ready
@@ -201,6 +229,7 @@ def _build(topo: Topology, specs: dict[str, PoolSpec]) -> None:
         RemoteGenerator(topo.generation["conversation"], timeout),
         RemoteGenerator(topo.generation["feedback"], timeout),
         RemoteJudge(topo.judge, timeout),
+        {agent: RemoteReference(pool, timeout) for agent, pool in topo.references.items()},
     )
     wait_all([topo.rollout.ready.remote()], ["rollout"], timeout, "starting the rollout actor")
     for agent in AGENTS:
@@ -240,6 +269,23 @@ def _judge_pool(config: WaltzConfig, spec: PoolSpec, pg: Any) -> Started:
     pool, waits = Pool(spec.name, []), []
     for i in range(spec.num_actors):
         actor = host.options(**_placed(spec, pg, i)).remote(config, num_cpus=spec.num_cpus)
+        pool.actors.append(actor)
+        waits.append((actor.ready.remote(), pool.label(i)))
+    return pool, waits
+
+
+def _reference_pool(config: WaltzConfig, spec: PoolSpec, pg: Any, model_path: str, agent: AgentName) -> Started:
+    host: Any = ray.remote(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus)(ReferenceHost)
+    pool, waits = Pool(spec.name, []), []
+    dtype = getattr(config.agents, agent).dtype
+    for i in range(spec.num_actors):
+        actor = host.options(**_placed(spec, pg, i)).remote(
+            model_path,
+            dtype,
+            config.learner.micro_batch_size,
+            num_threads=config.runtime.num_threads,
+            num_cpus=spec.num_cpus,
+        )
         pool.actors.append(actor)
         waits.append((actor.ready.remote(), pool.label(i)))
     return pool, waits
