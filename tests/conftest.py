@@ -62,3 +62,21 @@ def ray_session() -> Iterator[Any]:
     yield ray
     if owned:
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A tmp WALTZ_RAY_CACHE holding a tiny model built once per module (seconds with ``tests.tiny_world``'s
+    overrides); subprocesses inherit it through the environment."""
+    from tests.tiny_world import tiny_config
+    from waltz_ray.tiny.build import init_tiny
+
+    cache = tmp_path_factory.mktemp("waltz-cache")
+    old = os.environ.get("WALTZ_RAY_CACHE")
+    os.environ["WALTZ_RAY_CACHE"] = str(cache)
+    init_tiny(tiny_config())
+    yield cache
+    if old is None:
+        os.environ.pop("WALTZ_RAY_CACHE", None)
+    else:
+        os.environ["WALTZ_RAY_CACHE"] = old

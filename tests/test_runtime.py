@@ -11,38 +11,19 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.tiny_world import TINY, WALL_CLOCK, tiny_config
 from waltz_ray.config import WaltzConfig, load_config
 from waltz_ray.runtime.nccl import NCCLUnavailableError, plan_buckets, require_cuda
 from waltz_ray.runtime.queue import EpisodeQueue, EpisodeRecord, QueueFullError, staleness_metrics
 from waltz_ray.types import Completion, GenerationParams
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "tiny.sft_steps=3",
-    "tiny.hidden_size=64",
-    "tiny.num_layers=1",
-    "stages.stage1_steps=2",
-    "stages.stage2_steps=2",
-    "stages.eval_every=0",
-    "rollout.prompts_per_step=8",
-    "data.eval_limit=8",
-    "logging.wandb_mode=disabled",
-    "logging.progress=false",
-    "runtime.num_threads=1",  # the actors and the inline process then use the same torch kernels
-    "runtime.remote_timeout_s=180",
-    "runtime.conversation_pool.num_cpus=0.2",
-    "runtime.feedback_pool.num_cpus=0.2",
-    "runtime.judge_pool.num_cpus=0.1",
-    "runtime.learner_pool.num_cpus=0.2",
-]
 
 
 def record(launch: int, conversation: tuple[int, ...], feedback: tuple[int, ...]) -> EpisodeRecord:
@@ -250,26 +231,6 @@ def test_producer_replaces_and_counts_stale_batches(ray_session: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------------- end to end
-@pytest.fixture(scope="module")
-def tiny_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A tmp WALTZ_RAY_CACHE holding a tiny model built once (seconds with these overrides)."""
-    from waltz_ray.tiny.build import init_tiny
-
-    cache = tmp_path_factory.mktemp("waltz-cache")
-    old = os.environ.get("WALTZ_RAY_CACHE")
-    os.environ["WALTZ_RAY_CACHE"] = str(cache)
-    init_tiny(tiny_config())
-    yield cache
-    if old is None:
-        os.environ.pop("WALTZ_RAY_CACHE", None)
-    else:
-        os.environ["WALTZ_RAY_CACHE"] = old
-
-
-def tiny_config(*extra: str) -> WaltzConfig:
-    return load_config(ROOT / "configs" / "tiny.yaml", [*TINY, *extra])
-
-
 def test_object_store_weight_sync_serves_the_pushed_weights(ray_session: Any, tiny_env: Path) -> None:
     """Pushed weights (a dict: ray.put once) reach every actor: the pool then generates exactly what an in-process
     generator with those weights generates, stamped with the pushed version."""
@@ -376,9 +337,9 @@ def test_synchronous_ray_run_equals_inline(ray_session: Any, tiny_env: Path, tmp
     assert [r["step"] for r in remote] == [r["step"] for r in inline] == [0, 1, 2, 3, 4, 4]
     for mine, theirs in zip(remote, inline, strict=True):
         extra = set(mine) - set(theirs)
-        assert all(k.startswith(("queue/", "staleness/", "time/")) for k in extra), extra
+        assert all(k.startswith(("queue/", "staleness/", *WALL_CLOCK)) for k in extra), extra
         for key, value in theirs.items():
-            if key.startswith("time/") or not isinstance(value, (int, float)):
+            if key.startswith(WALL_CLOCK) or not isinstance(value, (int, float)):
                 continue
             assert mine[key] == pytest.approx(value, rel=1e-6, abs=1e-9), (mine["step"], key)
         assert all(mine.get(f"staleness/{a}/max", 0.0) == 0.0 for a in ("conversation", "feedback"))

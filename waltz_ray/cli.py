@@ -31,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(train)
     train.add_argument("--out", required=True, help="output directory (config, metrics, evals, checkpoints)")
     train.add_argument("--runtime", choices=["inline", "ray"], help="override runtime.mode")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the latest complete checkpoint in --out (an error if there is none or it is corrupt)",
+    )
 
     tiny = sub.add_parser("init-tiny", help="build (or reuse) the cached tiny instruct checkpoint")
     _config_args(tiny)
@@ -52,17 +57,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(init_tiny(config, force=args.force))
         return 0
     if args.command == "train":
+        from waltz_ray.checkpoint import CheckpointError
+
         if args.runtime:
             config.runtime.mode = args.runtime
-        if config.runtime.mode == "ray":
-            from waltz_ray.runtime.driver import train_ray
+        try:
+            if config.runtime.mode == "ray":
+                from waltz_ray.runtime.driver import train_ray
 
-            result = train_ray(config, args.out)
-        else:
-            from waltz_ray.train import train
+                result = train_ray(config, args.out, resume=args.resume)
+            else:
+                from waltz_ray.train import train
 
-            result = train(config, args.out)
-        print(json.dumps({"initial": result["initial"], "final": result["final"]}, indent=2, sort_keys=True))
+                result = train(config, args.out, resume=args.resume)
+        except CheckpointError as exc:
+            print(f"waltz-ray: {exc}", file=sys.stderr)
+            return 2
+        keys = ("initial", "final", "preempted", "step")
+        print(json.dumps({k: result[k] for k in keys if k in result}, indent=2, sort_keys=True))
         return 0
     return 2
 

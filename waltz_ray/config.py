@@ -234,6 +234,8 @@ class LoggingConfig(_Section):
     """W&B entity (team); None uses the key's default."""
     wandb_key_file: str | None = None
     """File holding the W&B API key (never copied into logs or saved configs)."""
+    wandb_init_timeout_s: float = Field(90.0, gt=0.0, le=3600.0)
+    """How long W&B may take to start online; past it (or on any online error) the run logs offline instead."""
     sample_table_every: int = Field(10, ge=0)
     """Log a table of example episodes every N steps (0 = never)."""
     progress: bool = True
@@ -242,9 +244,10 @@ class LoggingConfig(_Section):
 
 class CheckpointConfig(_Section):
     every: int = Field(0, ge=0)
-    """Save a checkpoint every N steps (0 = only at the end)."""
+    """Write a resumable checkpoint (``<out>/checkpoints/step_N``) every N steps; 0 = only on SIGTERM. The final
+    weights always go to ``<out>/checkpoints/final``."""
     keep_last: int = Field(2, ge=1)
-    """Complete checkpoints to keep."""
+    """Resumable checkpoints to keep; the newest complete one is never removed before a newer one is complete."""
 
 
 class TinyConfig(_Section):

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from waltz_ray.checkpoint import CheckpointManager, PreemptionGuard, ResumePoint, TrainerState, restore_rng
 from waltz_ray.config import WaltzConfig, save_config
 from waltz_ray.core import protocol
 from waltz_ray.core.advantages import get_advantage_estimator
@@ -65,15 +66,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_agent(name: AgentName, config: WaltzConfig) -> Agent:
+def reference_paths(config: WaltzConfig, resume: ResumePoint | None = None) -> dict[AgentName, str]:
+    """Each agent's reference model (its starting weights): the configured model, or the one a checkpoint names."""
     from waltz_ray.tiny.build import resolve_model_path
 
+    if resume is not None:
+        return {name: resume.state.reference_paths[name] for name in AGENTS}
+    return {name: resolve_model_path(getattr(config.agents, name).model_path, config) for name in AGENTS}
+
+
+def build_agent(name: AgentName, config: WaltzConfig, resume: ResumePoint | None = None) -> Agent:
+    """Policy, frozen reference and optimizer in-process; ``resume`` restores a checkpoint's weights and state."""
     agent_cfg = getattr(config.agents, name)
-    path = resolve_model_path(agent_cfg.model_path, config)
-    policy, tokenizer = load_model_and_tokenizer(path, agent_cfg.dtype)
-    reference, _ = load_model_and_tokenizer(path, agent_cfg.dtype)
+    reference_path = reference_paths(config, resume)[name]
+    policy_path = resume.agent_path(name) if resume is not None else reference_path
+    policy, tokenizer = load_model_and_tokenizer(policy_path, agent_cfg.dtype)
+    reference, _ = load_model_and_tokenizer(reference_path, agent_cfg.dtype)
     learner = TorchLearner(policy, reference, config.learner, config.algorithm)
-    return Agent(name, HFGenerator(policy, tokenizer), learner, tokenizer)
+    if resume is not None:
+        learner.load_state(policy_path)
+    generator = HFGenerator(policy, tokenizer)
+    generator.policy_version = learner.policy_version
+    return Agent(name, generator, learner, tokenizer)
 
 
 def rollout_settings(config: WaltzConfig, evaluation: bool = False) -> RolloutSettings:
@@ -148,8 +162,10 @@ class InlineTrainer:
         out_dir: str | Path,
         agents: dict[AgentName, Agent] | None = None,
         judge: Judge | None = None,
+        resume: ResumePoint | None = None,
     ) -> None:
-        """``agents`` / ``judge``: pre-built ones (the Ray runtime's remote proxies); None builds them in-process."""
+        """``agents`` / ``judge``: pre-built ones (the Ray runtime's remote proxies); None builds them in-process.
+        ``resume``: continue from this checkpoint (``find_resume_point``); pre-built agents must already hold it."""
         from waltz_ray.datasets import load_prompts
 
         self.config = config
@@ -159,8 +175,11 @@ class InlineTrainer:
         if config.runtime.num_threads:
             torch.set_num_threads(config.runtime.num_threads)
         seed_everything(config.seed)
+        self.resume = resume
+        self.checkpoints = CheckpointManager(self.out / "checkpoints", config.checkpoint.keep_last)
+        self.reference_paths = reference_paths(config, resume)
         self.agents: dict[AgentName, Agent] = (
-            agents if agents is not None else {name: build_agent(name, config) for name in AGENTS}
+            agents if agents is not None else {name: build_agent(name, config, resume) for name in AGENTS}
         )
         self.judge: Judge = judge if judge is not None else build_judge(config)
         # reference_on: rollout scores the sampled tokens right after the rollout (in-process: the learners' own
@@ -176,21 +195,55 @@ class InlineTrainer:
             config.data.eval, benchmark=config.data.benchmark, limit=config.data.eval_limit, seed=config.seed
         )
         self.stream = prompt_stream(self.train_prompts, config.seed)
+        self.data_position = 0  # prompts drawn from the stream so far
+        self.position_after: dict[int, int] = {}  # launch -> data position once its prompts were drawn
+        self.start_step = 0
+        self.last_launch = -1  # the launch (step batch) whose episodes were learned last
+        if resume is not None:
+            for _ in range(resume.state.data_position):
+                next(self.stream)
+            self.data_position = resume.state.data_position
+            self.start_step = resume.state.step
+            self.last_launch = resume.state.launch - 1
         self.estimator = get_advantage_estimator(config.algorithm.advantage_estimator)
 
     def run(self) -> dict[str, Any]:
+        """Stage 1 then stage 2 from ``start_step``; periodic checkpoints (``checkpoint.every``); on SIGTERM the
+        current step finishes, a checkpoint is written and the result says ``preempted``."""
         cfg = self.config
         total = cfg.stages.stage1_steps + cfg.stages.stage2_steps
-        tracker = Tracker(self.out, cfg.logging, cfg.model_dump(mode="json"), name=self.out.name)
+        state = self.resume.state if self.resume is not None else None
+        tracker = Tracker(
+            self.out,
+            cfg.logging,
+            cfg.model_dump(mode="json"),
+            name=self.out.name,
+            resume_rows=state.metrics_rows if state else None,
+            run_id=state.wandb_run_id if state else None,
+        )
         try:
-            initial = self._evaluate("eval_initial.json")
-            tracker.log({f"eval/{k}": v for k, v in initial.items()}, step=0)
-            for step in _progress(range(total), cfg.logging.progress):
-                stage = 1 if step < cfg.stages.stage1_steps else 2
-                metrics = self.train_step(step, stage, tracker)
-                if cfg.stages.eval_every and (step + 1) % cfg.stages.eval_every == 0 and step + 1 < total:
-                    metrics.update({f"eval/{k}": v for k, v in self._evaluate(None).items()})
-                tracker.log(metrics, step=step + 1)
+            with PreemptionGuard() as preemption:
+                if self.resume is None:
+                    initial = self._evaluate("eval_initial.json")
+                    tracker.log({f"eval/{k}": v for k, v in initial.items()}, step=0)
+                else:
+                    initial = json.loads((self.out / "eval_initial.json").read_text())
+                    restore_rng(self.checkpoints.load_rng(self.resume.path))
+                    log.info("resumed from %s after step %d", self.resume.path, self.start_step)
+                for step in _progress(range(self.start_step, total), cfg.logging.progress):
+                    stage = 1 if step < cfg.stages.stage1_steps else 2
+                    began = time.perf_counter()
+                    metrics = self.train_step(step, stage, tracker)
+                    metrics.update(pipeline_metrics(metrics, time.perf_counter() - began))
+                    if cfg.stages.eval_every and (step + 1) % cfg.stages.eval_every == 0 and step + 1 < total:
+                        metrics.update({f"eval/{k}": v for k, v in self._evaluate(None).items()})
+                    tracker.log(metrics, step=step + 1)
+                    every = cfg.checkpoint.every
+                    if preemption.requested or (every and (step + 1) % every == 0 and step + 1 < total):
+                        self.write_checkpoint(step + 1, stage, tracker)
+                    if preemption.requested:
+                        log.warning("preempted: checkpoint after step %d written; exiting", step + 1)
+                        return {"initial": initial, "final": None, "preempted": True, "step": step + 1}
             final = self._evaluate("eval_final.json")
             tracker.log({f"eval/{k}": v for k, v in final.items()}, step=total)
             self.save_checkpoint(self.out / "checkpoints" / "final")
@@ -201,6 +254,7 @@ class InlineTrainer:
     def train_step(self, step: int, stage: int, tracker: Tracker) -> dict[str, Any]:
         timer = StageTimer()
         prompts, settings, ids = self.step_batch(step)
+        self.last_launch = step
         conv, fb = self.agents["conversation"], self.agents["feedback"]
         episodes = run_episodes(
             prompts, conv.generator, fb.generator, self.judge, settings, ids, timer, references=self.references
@@ -211,6 +265,8 @@ class InlineTrainer:
         """The next prompts from the stream (each repeated per group), the step-seeded settings and episode ids."""
         cfg = self.config
         prompts = [next(self.stream) for _ in range(cfg.rollout.prompts_per_step)]
+        self.data_position += len(prompts)
+        self.position_after[step] = self.data_position
         prompts = [p for p in prompts for _ in range(cfg.algorithm.samples_per_prompt)]
         settings = _seeded(rollout_settings(cfg), cfg.seed, step)
         return prompts, settings, [f"{step}-{i}" for i in range(len(prompts))]
@@ -242,6 +298,8 @@ class InlineTrainer:
             metrics.update(self._update(agent, samples, timer, group_size=cfg.algorithm.samples_per_prompt))
         self.sync_weights([agent for agent, _ in trained], timer)
         metrics.update(rollout_metrics(episodes, fb_samples, conv_samples))
+        metrics.update(generated_tokens(episodes))
+        tracker.log_histograms({"feedback/dir": [s.reward_terms.get("dir", 0.0) for s in fb_samples]}, step=step + 1)
         metrics.update({f"samples/{k}": v for k, v in vars(sample_stats).items()})
         metrics.update({f"time/{k}": v for k, v in timer.seconds.items()})
         metrics.update({f"version/{a.name}": a.learner.policy_version for a in self.agents.values()})
@@ -326,6 +384,34 @@ class InlineTrainer:
             agent.learner.policy.save_pretrained(path / agent.name)
             agent.tokenizer.save_pretrained(path / agent.name)
 
+    def write_checkpoint(self, step: int, stage: int, tracker: Tracker) -> Path:
+        """A resumable checkpoint after ``step`` completed steps (``waltz_ray.checkpoint`` for the layout)."""
+        state = TrainerState(
+            step=step,
+            stage=stage,
+            data_position=self.position_after[self.last_launch],
+            launch=self.last_launch + 1,
+            policy_versions={a.name: a.learner.policy_version for a in self.agents.values()},
+            reference_paths=dict(self.reference_paths),
+            metrics_rows=tracker.rows,
+            wandb_run_id=tracker.run_id,
+            counters=self.counters(),
+        )
+        path = self.checkpoints.save(state, self.write_resume_payload)
+        log.info("checkpoint %s written", path)
+        return path
+
+    def counters(self) -> dict[str, int]:
+        """Cumulative counters a resume must carry on (the Ray runtime's queue admissions and drops)."""
+        return {}
+
+    def write_resume_payload(self, directory: Path) -> None:
+        """Each agent's policy (Hugging Face format), tokenizer and learner state; the resolved config."""
+        for agent in self.agents.values():
+            agent.learner.save_state(directory / agent.name)
+            agent.tokenizer.save_pretrained(directory / agent.name)
+        save_config(self.config, directory / "config.yaml")
+
 
 def _seeded(settings: RolloutSettings, seed: int, step: int) -> RolloutSettings:
     from dataclasses import replace
@@ -352,6 +438,54 @@ def rollout_metrics(episodes: list[Episode], fb_samples: list[Sample], conv_samp
         }
     )
     return rollout
+
+
+def generated_tokens(episodes: list[Episode]) -> dict[str, float]:
+    """Tokens each agent generated for this step's episodes (every round), and the responses judged."""
+    conv = sum(len(r.response.token_ids) for e in episodes for r in e.rounds)
+    fb = sum(len(r.feedback.token_ids) for e in episodes for r in e.rounds if r.feedback is not None)
+    judged = sum(len(e.rounds) for e in episodes)
+    return {
+        "tokens/conversation_generated": float(conv),
+        "tokens/feedback_generated": float(fb),
+        "judge/n_responses": float(judged),
+    }
+
+
+# Which timed stages keep each pool busy (the inline runtime has the same names, one process standing in for all).
+POOL_STAGES = {
+    "conversation_generation": ("conversation_generation", "revision_generation"),
+    "feedback_generation": ("feedback_generation",),
+    "judge": ("judge",),
+    "reference": ("reference_logprobs",),
+    "conversation_learner": ("conversation_logprobs", "conversation_update"),
+    "feedback_learner": ("feedback_logprobs", "feedback_update"),
+}
+
+
+def pipeline_metrics(metrics: dict[str, Any], wall_s: float) -> dict[str, float]:
+    """Throughput and idle time per pool for one step, from its stage timers and its wall time.
+
+    ``pool/<name>_idle_fraction`` = 1 - (the pool's stage seconds) / (step wall seconds). With ``max_staleness`` > 0
+    the rollout stages were timed on the batch produced while the previous step learned, so this is a per-step
+    estimate; its mean over a run is the pool's idle share. ``judge/latency_s`` is the judge stage of the step (one
+    batched call per rollout), ``judge/latency_s_per_response`` that divided by the responses judged."""
+    wall = max(wall_s, 1e-9)
+    out = {"time/step_wall": wall_s}
+    conv, fb = metrics.get("tokens/conversation_generated", 0.0), metrics.get("tokens/feedback_generated", 0.0)
+    out["throughput/tokens_per_s"] = (conv + fb) / wall
+    out["throughput/conversation_tokens_per_s"] = conv / wall
+    out["throughput/feedback_tokens_per_s"] = fb / wall
+    for pool, stages in POOL_STAGES.items():
+        timed = [metrics[f"time/{s}"] for s in stages if f"time/{s}" in metrics]
+        if timed:
+            out[f"pool/{pool}_idle_fraction"] = max(0.0, 1.0 - sum(timed) / wall)
+    if "time/judge" in metrics:
+        judged = metrics.get("judge/n_responses", 0.0)
+        out["judge/latency_s"] = metrics["time/judge"]
+        if judged:
+            out["judge/latency_s_per_response"] = metrics["time/judge"] / judged
+    return out
 
 
 def sample_table(episodes: list[Episode]) -> tuple[list[str], list[list[Any]]]:
@@ -381,8 +515,23 @@ def _progress(steps: range, enabled: bool) -> Any:
     return tqdm(steps, desc="waltz-ray train", unit="step")
 
 
-def train(config: WaltzConfig, out_dir: str | Path) -> dict[str, Any]:
+def find_resume_point(config: WaltzConfig, out_dir: str | Path) -> ResumePoint:
+    """The latest complete checkpoint of the run in ``out_dir`` (``CheckpointError`` if none or corrupt); warns
+    about config fields that differ from the checkpoint's."""
+    from waltz_ray.config import load_config
+
+    point = CheckpointManager(Path(out_dir) / "checkpoints", config.checkpoint.keep_last).resume_point()
+    saved = load_config(point.path / "config.yaml").model_dump(mode="json")
+    current = config.model_dump(mode="json")
+    changed = sorted(k for k in current if current[k] != saved.get(k))
+    if changed:
+        log.warning("resuming %s with a config that differs in: %s", point.path, ", ".join(changed))
+    return point
+
+
+def train(config: WaltzConfig, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
     start = time.perf_counter()
-    result = InlineTrainer(config, out_dir).run()
+    point = find_resume_point(config, out_dir) if resume else None
+    result = InlineTrainer(config, out_dir, resume=point).run()
     result["seconds"] = time.perf_counter() - start
     return result

@@ -426,8 +426,10 @@ class LearnerWorker:
         algorithm_cfg: AlgorithmConfig | dict[str, Any],
         dtype: str = "float32",
         timeout_s: float = 600.0,
+        reference_path: str | None = None,
     ) -> dict[str, Any]:
-        """Join the group, load policy + reference from ``model_path`` and build the engines; returns timings."""
+        """Join the group, load the policy from ``model_path`` and the reference from ``reference_path`` (default:
+        the same) and build the engines; returns timings."""
         marks = [time.perf_counter()]
         learner_cfg = LearnerConfig.model_validate(learner_cfg)
         algorithm_cfg = AlgorithmConfig.model_validate(algorithm_cfg)
@@ -437,7 +439,7 @@ class LearnerWorker:
         marks.append(time.perf_counter())
         init_distributed(rank, world_size, master_addr, master_port, timeout_s=timeout_s)
         marks.append(time.perf_counter())
-        policy, reference = _load_policy(model_path), _load_policy(model_path)
+        policy, reference = _load_policy(model_path), _load_policy(reference_path or model_path)
         marks.append(time.perf_counter())
         self.learner = DeepSpeedLearner(policy, reference, learner_cfg, algorithm_cfg, dtype=dtype)
         self.rank = rank

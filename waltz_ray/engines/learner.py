@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,6 +15,8 @@ import torch
 from waltz_ray.config import AlgorithmConfig, LearnerConfig
 from waltz_ray.core.losses import entropy_from_logits, kl_penalty_loss, policy_loss, token_logprobs
 from waltz_ray.types import Completion
+
+LEARNER_STATE = "learner.pt"  # optimizer state and policy version next to the policy's Hugging Face files
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,25 @@ class TorchLearner:
             return UpdateStats(loss, clip, approx, entropy, grad_norm, lr, skipped=True)
         self.optimizer.step()
         return UpdateStats(loss, clip, approx, entropy, grad_norm, lr)
+
+    def save_state(self, directory: str | Path) -> None:
+        """Policy (Hugging Face format), optimizer state and policy version into ``directory`` (a resume point)."""
+        directory = Path(directory)
+        self.policy.save_pretrained(directory)
+        torch.save(
+            {"optimizer": self.optimizer.state_dict(), "policy_version": self.policy_version},
+            directory / LEARNER_STATE,
+        )
+
+    def load_state(self, directory: str | Path) -> None:
+        """Restore the optimizer state and policy version written by ``save_state`` (the policy weights are loaded
+        from the same folder when the learner is built)."""
+        path = Path(directory) / LEARNER_STATE
+        if not path.is_file():
+            raise FileNotFoundError(f"learner state {path} is missing: not a resumable checkpoint folder")
+        state = torch.load(path, weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.policy_version = int(state["policy_version"])
 
     def _micro_batches(self, batch: TokenBatch) -> list[slice]:
         size = self.learner.micro_batch_size

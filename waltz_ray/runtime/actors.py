@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from waltz_ray.config import AlgorithmConfig, LearnerConfig, WaltzConfig
@@ -15,6 +16,8 @@ from waltz_ray.engines.deepspeed_learner import LearnerWorker, free_port
 from waltz_ray.rollout import RolloutSettings, StageTimer, run_episodes
 from waltz_ray.runtime.nccl import NCCL_EXTENSION, Bucket, NCCLSender
 from waltz_ray.types import AgentName, Completion, Episode, GenerationParams, JudgeVerdict, Message, Prompt
+
+DEEPSPEED_DIR, DEEPSPEED_TAG = "deepspeed", "state"  # a DeepSpeed group's checkpoint inside an agent's folder
 
 
 def set_threads(num_threads: int | None, num_cpus: float) -> None:
@@ -45,7 +48,9 @@ class GeneratorHost:
         tensor_parallel_size: int = 1,
         seed: int = 0,
         nccl: bool = False,
+        policy_version: int = 0,
     ) -> None:
+        """``policy_version``: the version of the weights at ``model_path`` (a resume point's, else 0)."""
         set_threads(num_threads, num_cpus)
         self.generator: Any
         if engine == "hf":
@@ -61,6 +66,7 @@ class GeneratorHost:
             self.generator = VLLMGenerator(
                 model_path, dtype=dtype, tensor_parallel_size=tensor_parallel_size, seed=seed, **kwargs
             )
+        self.generator.policy_version = policy_version
 
     def get_policy_version(self) -> int:
         return int(self.generator.policy_version)
@@ -138,14 +144,20 @@ class TorchLearnerHost:
         *,
         num_threads: int | None = None,
         num_cpus: float = 1.0,
+        reference_path: str | None = None,
+        resume: bool = False,
     ) -> None:
+        """The policy from ``model_path``, the reference from ``reference_path`` (default: the same); ``resume``:
+        ``model_path`` is a checkpoint's agent folder, whose optimizer state and policy version are restored."""
         set_threads(num_threads, num_cpus)
         from waltz_ray.engines.hf import load_model_and_tokenizer
         from waltz_ray.engines.learner import TorchLearner
 
         policy, _ = load_model_and_tokenizer(model_path, dtype)
-        reference, _ = load_model_and_tokenizer(model_path, dtype)
+        reference, _ = load_model_and_tokenizer(reference_path or model_path, dtype)
         self.learner = TorchLearner(policy, reference, learner, algorithm)
+        if resume:
+            self.learner.load_state(model_path)
         self.sender = NCCLSender()
 
     def master_address(self) -> tuple[str, int]:
@@ -171,6 +183,10 @@ class TorchLearnerHost:
         self.learner.policy.save_pretrained(path)
         return path
 
+    def save_state(self, path: str) -> str:
+        self.learner.save_state(path)
+        return path
+
 
 class DeepSpeedLearnerHost(LearnerWorker):
     """A ``LearnerWorker`` rank plus a Hugging Face format checkpoint and the NCCL sender methods."""
@@ -194,6 +210,16 @@ class DeepSpeedLearnerHost(LearnerWorker):
         if learner.rank == 0:
             learner.engine.module.save_pretrained(path, state_dict=state)
         return path
+
+    def save_state(self, path: str) -> str:
+        """Hugging Face weights plus the DeepSpeed checkpoint (optimizer, ZeRO partitions, version). Collective."""
+        self.save_pretrained(path)
+        self.save_checkpoint(str(Path(path) / DEEPSPEED_DIR), DEEPSPEED_TAG)
+        return path
+
+    def load_state(self, path: str) -> str:
+        """Restore what ``save_state`` wrote into ``path`` (weights, optimizer, policy version). Collective."""
+        return self.load_checkpoint(str(Path(path) / DEEPSPEED_DIR), DEEPSPEED_TAG)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from waltz_ray.checkpoint import ResumePoint
 from waltz_ray.config import WaltzConfig
 from waltz_ray.engines.hf import load_tokenizer
 from waltz_ray.rollout import StageTimer
@@ -25,7 +26,7 @@ from waltz_ray.runtime.proxies import RemoteGenerator, RemoteJudge, RemoteLearne
 from waltz_ray.runtime.queue import EpisodeQueue, staleness_metrics
 from waltz_ray.runtime.topology import Topology, build_topology
 from waltz_ray.tracking import Tracker
-from waltz_ray.train import Agent, InlineTrainer
+from waltz_ray.train import Agent, InlineTrainer, find_resume_point
 from waltz_ray.types import AGENTS, AgentName
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,8 @@ def remote_agents(topology: Topology) -> dict[AgentName, Agent]:
     return {
         name: Agent(
             name,
-            RemoteGenerator(topology.generation[name], timeout),
-            RemoteLearnerGroup(topology.learners[name], timeout),
+            RemoteGenerator(topology.generation[name], timeout, topology.policy_versions[name]),
+            RemoteLearnerGroup(topology.learners[name], timeout, topology.policy_versions[name]),
             load_tokenizer(topology.model_paths[name]),
         )
         for name in AGENTS
@@ -53,17 +54,33 @@ def remote_agents(topology: Topology) -> dict[AgentName, Agent]:
 class RayTrainer(InlineTrainer):
     """``InlineTrainer`` whose generators, judge and learners are Ray pools; rollouts run ahead of the learners."""
 
-    def __init__(self, config: WaltzConfig, out_dir: str | Path, *, check_resources: bool = True) -> None:
-        self.topology = build_topology(config, check=check_resources)
+    def __init__(
+        self,
+        config: WaltzConfig,
+        out_dir: str | Path,
+        *,
+        check_resources: bool = True,
+        resume: ResumePoint | None = None,
+    ) -> None:
+        """``resume``: every pool loads the checkpoint's weights (learners its optimizer state too) before the
+        first rollout, and the producer continues at the checkpoint's launch."""
+        self.topology = build_topology(config, check=check_resources, resume=resume)
         try:
             assert self.topology.judge is not None
             judge = RemoteJudge(self.topology.judge, config.runtime.remote_timeout_s)
-            super().__init__(config, out_dir, agents=remote_agents(self.topology), judge=judge)
+            super().__init__(config, out_dir, agents=remote_agents(self.topology), judge=judge, resume=resume)
             total = config.stages.stage1_steps + config.stages.stage2_steps
             self.queue = EpisodeQueue(queue_capacity(config), config.runtime.max_staleness)
             self.producer = RolloutProducer(
-                self.topology.rollout, self.queue, self.step_batch, total, self._rollout_timeout()
+                self.topology.rollout,
+                self.queue,
+                self.step_batch,
+                total,
+                self._rollout_timeout(),
+                start=(self.last_launch + 1, self.start_step),
             )
+            if resume is not None:
+                self.queue.restore_counters(resume.state.counters)
         except BaseException:
             self.topology.shutdown()
             raise
@@ -82,6 +99,9 @@ class RayTrainer(InlineTrainer):
         self.producer.drain()
         self.topology.shutdown()
 
+    def counters(self) -> dict[str, int]:
+        return self.queue.counters()
+
     def learner_versions(self) -> dict[AgentName, int]:
         return {name: agent.learner.policy_version for name, agent in self.agents.items()}
 
@@ -89,6 +109,7 @@ class RayTrainer(InlineTrainer):
         start = time.perf_counter()
         versions = self.learner_versions()
         record = self.producer.next(versions)
+        self.last_launch = record.launch
         episodes = self.producer.episodes(record)
         waited = time.perf_counter() - start
         timer = StageTimer()
@@ -98,6 +119,8 @@ class RayTrainer(InlineTrainer):
         metrics["queue/in_flight"] = float(len(self.producer.pending))
         metrics.update({f"queue/record_tokens_{agent}": float(n) for agent, n in record.tokens.items()})
         metrics.update(staleness_metrics(record, versions))
+        lags = record.lags(versions)
+        tracker.log_histograms({f"staleness/{agent}/lag": [float(x) for x in v] for agent, v in lags.items()}, step + 1)
         metrics["time/rollout_wait"] = waited
         return metrics
 
@@ -116,6 +139,9 @@ class RayTrainer(InlineTrainer):
         for agent in self.agents.values():
             agent.learner.save_pretrained(path / agent.name)
             agent.tokenizer.save_pretrained(path / agent.name)
+
+    # write_resume_payload is the inline one: agent.learner.save_state runs on the learner group's actors, so on a
+    # cluster the run directory must be shared storage that every learner node mounts at the same path.
 
 
 @contextmanager
@@ -139,10 +165,11 @@ def ray_session() -> Iterator[None]:
         ray.shutdown()
 
 
-def train_ray(config: WaltzConfig, out_dir: str | Path) -> dict[str, Any]:
+def train_ray(config: WaltzConfig, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
     """``waltz-ray train --runtime ray``: the Ray counterpart of ``waltz_ray.train.train``."""
     start = time.perf_counter()
+    point = find_resume_point(config, out_dir) if resume else None  # before Ray starts: a bad checkpoint fails fast
     with ray_session():
-        result = RayTrainer(config, out_dir).run()
+        result = RayTrainer(config, out_dir, resume=point).run()
     result["seconds"] = time.perf_counter() - start
     return result

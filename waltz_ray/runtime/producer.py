@@ -37,15 +37,23 @@ class RolloutProducer:
     consumed in all; a dropped batch is replaced by a new launch.
     """
 
-    def __init__(self, rollout: Any, queue: EpisodeQueue, step_batch: StepBatch, total: int, timeout_s: float) -> None:
+    def __init__(
+        self,
+        rollout: Any,
+        queue: EpisodeQueue,
+        step_batch: StepBatch,
+        total: int,
+        timeout_s: float,
+        start: tuple[int, int] = (0, 0),
+    ) -> None:
+        """``start``: (next launch, batches already consumed), a resume point's; (0, 0) for a new run."""
         self.rollout = rollout
         self.queue = queue
         self.step_batch = step_batch
         self.total = total
         self.timeout_s = timeout_s
         self.pending: deque[_Launched] = deque()
-        self.launched = 0
-        self.consumed = 0
+        self.launched, self.consumed = start
 
     @property
     def outstanding(self) -> int:

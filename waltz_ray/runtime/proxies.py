@@ -196,3 +196,11 @@ class RemoteLearnerGroup:
     def save_pretrained(self, path: str | Path) -> None:
         """Rank 0 writes the policy in Hugging Face format (collective under ZeRO-3)."""
         self._call("save_pretrained", str(path))
+
+    def save_state(self, path: str | Path) -> None:
+        """A resume point: the policy in Hugging Face format plus optimizer state and policy version (collective)."""
+        self._call("save_state", str(path))
+
+    def load_state(self, path: str | Path) -> None:
+        """Restore a DeepSpeed group's ``save_state`` (the torch backend restores when its actor is built)."""
+        self._call("load_state", str(path))

@@ -120,6 +120,20 @@ class EpisodeQueue:
             return record
         return None
 
+    def counters(self) -> dict[str, int]:
+        """The cumulative admission counters (saved in checkpoints so a resumed run continues them)."""
+        return {
+            "admitted": self.admitted,
+            "dropped_stale": self.dropped_stale,
+            **{f"dropped_stale_{a}": int(self.dropped_by_agent[a]) for a in AGENTS},
+        }
+
+    def restore_counters(self, counters: Mapping[str, int]) -> None:
+        self.admitted = int(counters.get("admitted", 0))
+        self.dropped_stale = int(counters.get("dropped_stale", 0))
+        for a in AGENTS:
+            self.dropped_by_agent[a] = int(counters.get(f"dropped_stale_{a}", 0))
+
     def metrics(self) -> dict[str, float]:
         """Depth, capacity and the cumulative admission counters."""
         out: dict[str, float] = {

@@ -17,6 +17,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from waltz_ray.checkpoint import ResumePoint
 from waltz_ray.config import PoolConfig, WaltzConfig
 from waltz_ray.runtime.actors import (
     DeepSpeedLearnerHost,
@@ -139,7 +140,10 @@ class Topology:
     """Handles of everything a Ray run uses; ``shutdown`` kills the actors and frees the placement groups."""
 
     config: WaltzConfig
-    model_paths: dict[AgentName, str]
+    model_paths: dict[AgentName, str]  # each policy's weights: the configured model, or a resume point's folder
+    reference_paths: dict[AgentName, str]
+    policy_versions: dict[AgentName, int]
+    resume: bool = False
     generation: dict[AgentName, Pool] = field(default_factory=dict)
     learners: dict[AgentName, Pool] = field(default_factory=dict)
     judge: Pool | None = None
@@ -177,17 +181,28 @@ def uses_nccl(config: WaltzConfig, agent: AgentName) -> bool:
     return engine == "vllm" and pool.num_gpus > 0 and rt.learner_pool.num_gpus > 0
 
 
-def build_topology(config: WaltzConfig, *, check: bool = True) -> Topology:
+def build_topology(config: WaltzConfig, *, check: bool = True, resume: ResumePoint | None = None) -> Topology:
     """Create every pool of the run from ``config`` and wait until all actors are loaded (bounded by
     ``runtime.remote_timeout_s``). ``check=False`` skips the up-front budget check (autoscaling clusters, where
-    the placement-group timeout then bounds the wait). On any failure, whatever was created is torn down."""
+    the placement-group timeout then bounds the wait). ``resume``: generation pools and learners load the resume
+    point's weights (and the learners its optimizer state) before anything generates. On any failure, whatever was
+    created is torn down."""
     from waltz_ray.tiny.build import resolve_model_path
 
     specs = {s.name: s for s in pool_specs(config)}
     if check:
         check_resources(list(specs.values()), _cluster_resources())
-    paths = {a: resolve_model_path(getattr(config.agents, a).model_path, config) for a in AGENTS}
-    topo = Topology(config, paths)
+    if resume is None:
+        paths = {a: resolve_model_path(getattr(config.agents, a).model_path, config) for a in AGENTS}
+        topo = Topology(config, paths, dict(paths), {a: 0 for a in AGENTS})
+    else:
+        topo = Topology(
+            config,
+            {a: resume.agent_path(a) for a in AGENTS},
+            {a: resume.state.reference_paths[a] for a in AGENTS},
+            {a: resume.state.policy_versions[a] for a in AGENTS},
+            resume=True,
+        )
     try:
         _build(topo, specs)
     except BaseException:
@@ -207,7 +222,7 @@ def _build(topo: Topology, specs: dict[str, PoolSpec]) -> None:
     for agent in AGENTS:
         spec = specs[f"{agent}_generation"]
         topo.generation[agent], ready = _generation_pool(
-            config, spec, groups[spec.name], topo.model_paths[agent], agent
+            config, spec, groups[spec.name], topo.model_paths[agent], agent, topo.policy_versions[agent]
         )
         waits += ready
     topo.judge, ready = _judge_pool(config, specs["judge"], groups["judge"])
@@ -221,7 +236,7 @@ def _build(topo: Topology, specs: dict[str, PoolSpec]) -> None:
             waits += ready
     for agent in AGENTS:
         spec = specs[f"{agent}_learner"]
-        topo.learners[agent], ready = _learner_group(config, spec, groups[spec.name], topo.model_paths[agent], agent)
+        topo.learners[agent], ready = _learner_group(config, spec, groups[spec.name], topo, agent)
         waits += ready
     wait_all([r for r, _ in waits], [label for _, label in waits], timeout, "starting the Ray topology")
     rollout_host: Any = ray.remote(num_cpus=0)(RolloutHost)  # it only waits on the pools: no CPU reserved
@@ -244,7 +259,9 @@ def _build(topo: Topology, specs: dict[str, PoolSpec]) -> None:
 Started = tuple[Pool, list[tuple[Any, str]]]  # a pool and the (ref, label) pairs that say its actors are loaded
 
 
-def _generation_pool(config: WaltzConfig, spec: PoolSpec, pg: Any, model_path: str, agent: AgentName) -> Started:
+def _generation_pool(
+    config: WaltzConfig, spec: PoolSpec, pg: Any, model_path: str, agent: AgentName, version: int
+) -> Started:
     agent_cfg = getattr(config.agents, agent)
     host: Any = ray.remote(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus)(GeneratorHost)
     pool, waits = Pool(spec.name, []), []
@@ -258,6 +275,7 @@ def _generation_pool(config: WaltzConfig, spec: PoolSpec, pg: Any, model_path: s
             tensor_parallel_size=spec.tensor_parallel_size,
             seed=config.seed,
             nccl=uses_nccl(config, agent),
+            policy_version=version,
         )
         pool.actors.append(actor)
         waits.append((actor.get_policy_version.remote(), pool.label(i)))
@@ -291,14 +309,23 @@ def _reference_pool(config: WaltzConfig, spec: PoolSpec, pg: Any, model_path: st
     return pool, waits
 
 
-def _learner_group(config: WaltzConfig, spec: PoolSpec, pg: Any, model_path: str, agent: AgentName) -> Started:
-    """One agent's learner actors and the refs that say they are loaded. DeepSpeed: rank 0 picks the address."""
+def _learner_group(config: WaltzConfig, spec: PoolSpec, pg: Any, topo: Topology, agent: AgentName) -> Started:
+    """One agent's learner actors and the refs that say they are loaded (and, on resume, restored). DeepSpeed: rank
+    0 picks the address."""
     pool, dtype = Pool(spec.name, []), getattr(config.agents, agent).dtype
+    model_path, reference_path = topo.model_paths[agent], topo.reference_paths[agent]
     threads, timeout = config.runtime.num_threads, config.runtime.remote_timeout_s
     if config.learner.backend == "torch":
         host: Any = ray.remote(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus)(TorchLearnerHost)
         actor = host.options(**_placed(spec, pg, 0)).remote(
-            model_path, dtype, config.learner, config.algorithm, num_threads=threads, num_cpus=spec.num_cpus
+            model_path,
+            dtype,
+            config.learner,
+            config.algorithm,
+            num_threads=threads,
+            num_cpus=spec.num_cpus,
+            reference_path=reference_path,
+            resume=topo.resume,
         )
         pool.actors.append(actor)
         return pool, [(actor.get_policy_version.remote(), pool.label(0))]
@@ -309,8 +336,20 @@ def _learner_group(config: WaltzConfig, spec: PoolSpec, pg: Any, model_path: str
     address, port = wait_all(rank0, [pool.label(0)], timeout, "learner rendezvous")[0]
     setups = [
         actor.setup.remote(
-            model_path, rank, spec.num_actors, address, port, config.learner, config.algorithm, dtype, timeout
+            model_path,
+            rank,
+            spec.num_actors,
+            address,
+            port,
+            config.learner,
+            config.algorithm,
+            dtype,
+            timeout,
+            reference_path,
         )
         for rank, actor in enumerate(pool.actors)
     ]
-    return pool, [(ref, pool.label(rank)) for rank, ref in enumerate(setups)]
+    waits = [(ref, pool.label(rank)) for rank, ref in enumerate(setups)]
+    if topo.resume:  # actor calls run in order: each rank restores right after its setup (collective)
+        waits += [(a.load_state.remote(model_path), f"{pool.label(r)} restore") for r, a in enumerate(pool.actors)]
+    return pool, waits
