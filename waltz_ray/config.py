@@ -6,6 +6,7 @@ Every field carries its documentation as an attribute docstring; the resolved tr
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -179,6 +180,9 @@ class LearnerConfig(_Section):
     """Data-parallel learner processes per agent."""
 
 
+_RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+
+
 class PoolConfig(_Section):
     num_actors: int = Field(1, ge=1, le=4096)
     """Actors in this pool."""
@@ -188,6 +192,22 @@ class PoolConfig(_Section):
     """GPUs per actor."""
     tensor_parallel_size: int = Field(1, ge=1, le=8)
     """vLLM tensor-parallel size for generation pools."""
+    resources: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources per actor, added to each actor's placement-group bundle so that the pool lands on the node
+    types that advertise them, e.g. ``{generation_node: 1}`` (``cluster/README.md``); CPUs and GPUs go in
+    ``num_cpus`` / ``num_gpus``. Amounts above 1 must be whole numbers (Ray's rule)."""
+
+    @field_validator("resources")
+    @classmethod
+    def _custom_resources(cls, resources: dict[str, float]) -> dict[str, float]:
+        for name, amount in resources.items():
+            if name in _RAY_BUILTIN_RESOURCES:
+                raise ValueError(f"{name!r} is not a custom resource; set it with num_cpus / num_gpus (or not at all)")
+            if not math.isfinite(amount) or amount < 0:
+                raise ValueError(f"resource {name!r} must be a finite amount >= 0 (got {amount})")
+            if amount > 1 and amount != int(amount):
+                raise ValueError(f"resource {name!r}: amounts above 1 must be whole numbers in Ray (got {amount})")
+        return resources
 
 
 class RuntimeConfig(_Section):

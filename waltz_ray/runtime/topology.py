@@ -36,7 +36,7 @@ _EPS = 1e-9
 
 
 class ResourceBudgetError(RuntimeError):
-    """The pools ask for more CPUs/GPUs than the cluster has (Ray would otherwise wait forever)."""
+    """The pools ask for more CPUs/GPUs/custom resources than the cluster has (Ray would otherwise wait forever)."""
 
 
 class PlacementTimeoutError(RuntimeError):
@@ -45,17 +45,20 @@ class PlacementTimeoutError(RuntimeError):
 
 @dataclass(frozen=True)
 class PoolSpec:
-    """What one pool asks for: ``num_actors`` actors of ``num_cpus`` CPUs and ``num_gpus`` GPUs each."""
+    """What one pool asks for: ``num_actors`` actors of ``num_cpus`` CPUs, ``num_gpus`` GPUs and the custom Ray
+    ``resources`` (which steer the pool onto the node types that advertise them) each."""
 
     name: str
     num_actors: int
     num_cpus: float
     num_gpus: float = 0.0
     tensor_parallel_size: int = 1
+    resources: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def bundle(self) -> dict[str, float]:
-        return {k: v for k, v in (("CPU", self.num_cpus), ("GPU", self.num_gpus)) if v > 0}
+        amounts = {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.resources}
+        return {k: v for k, v in amounts.items() if v > 0}
 
     def describe(self) -> str:
         return f"{self.name}: {self.num_actors} x {self.bundle or '{}'}"
@@ -68,7 +71,7 @@ def _generation_spec(name: str, pool: PoolConfig) -> PoolSpec:
             f"{name}: tensor_parallel_size {tp} needs num_gpus >= {tp} per actor (every tensor-parallel rank of a "
             f"vLLM engine runs on its actor's GPUs); got num_gpus {pool.num_gpus}"
         )
-    return PoolSpec(name, pool.num_actors, pool.num_cpus, pool.num_gpus, tp)
+    return PoolSpec(name, pool.num_actors, pool.num_cpus, pool.num_gpus, tp, dict(pool.resources))
 
 
 def pool_specs(config: WaltzConfig) -> list[PoolSpec]:
@@ -81,30 +84,42 @@ def pool_specs(config: WaltzConfig) -> list[PoolSpec]:
             "TorchLearner actor per agent)"
         )
     ranks = learner.num_workers
-    lp, rp = rt.learner_pool, rt.reference_pool
+    jp, lp, rp = rt.judge_pool, rt.learner_pool, rt.reference_pool
     return [
         _generation_spec("conversation_generation", rt.conversation_pool),
         _generation_spec("feedback_generation", rt.feedback_pool),
-        PoolSpec("judge", rt.judge_pool.num_actors, rt.judge_pool.num_cpus, rt.judge_pool.num_gpus),
+        PoolSpec("judge", jp.num_actors, jp.num_cpus, jp.num_gpus, resources=dict(jp.resources)),
         *(
-            PoolSpec(f"{agent}_reference", rp.num_actors, rp.num_cpus, rp.num_gpus)
+            PoolSpec(f"{agent}_reference", rp.num_actors, rp.num_cpus, rp.num_gpus, resources=dict(rp.resources))
             for agent in AGENTS
             if rt.reference_on == "rollout"
         ),
-        *(PoolSpec(f"{agent}_learner", ranks, lp.num_cpus, lp.num_gpus) for agent in AGENTS),
+        *(PoolSpec(f"{a}_learner", ranks, lp.num_cpus, lp.num_gpus, resources=dict(lp.resources)) for a in AGENTS),
     ]
 
 
 def check_resources(specs: list[PoolSpec], available: Mapping[str, float]) -> None:
-    """Raise ``ResourceBudgetError`` when the pools' total CPUs or GPUs exceed ``available`` (the cluster's)."""
-    for resource in ("CPU", "GPU"):
+    """Raise ``ResourceBudgetError`` when the pools' total CPUs, GPUs or custom resources exceed ``available`` (the
+    cluster's); a custom resource that no node has is named with the first pool that asks for it."""
+    for spec in specs:
+        for name in sorted(spec.bundle.keys() - {"CPU", "GPU"}):
+            if float(available.get(name, 0.0)) <= 0:
+                raise ResourceBudgetError(
+                    f"pool {spec.name} asks for the custom resource {name!r} but no node of the cluster has it; Ray "
+                    f"would wait forever. Start the node type that advertises {name!r} (cluster/README.md; on an "
+                    f"autoscaling cluster wait until its nodes have joined: `ray status`) or drop it from that "
+                    f"pool's runtime.<pool>.resources:\n  {spec.describe()}"
+                )
+    custom = sorted({name for s in specs for name in s.bundle} - {"CPU", "GPU"})
+    for resource in ("CPU", "GPU", *custom):
         asked = sum(s.num_actors * s.bundle.get(resource, 0.0) for s in specs)
         have = float(available.get(resource, 0.0))
         if asked > have + _EPS:
             lines = "\n".join(f"  {s.describe()}" for s in specs)
+            knob = f"num_{resource.lower()}s" if resource in ("CPU", "GPU") else f"resources.{resource}"
             raise ResourceBudgetError(
                 f"the pools ask for {asked:g} {resource} in total but the cluster has {have:g}; Ray would wait "
-                f"forever. Lower runtime.<pool>.num_actors / num_{resource.lower()}s or add nodes:\n{lines}"
+                f"forever. Lower runtime.<pool>.num_actors / {knob} or add nodes:\n{lines}"
             )
 
 
