@@ -20,8 +20,8 @@ test: setup lint
 	$(ENV) $(PY) -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check waltz_ray tests benchmarks
-	$(VENV)/bin/ruff format --check waltz_ray tests benchmarks
+	$(VENV)/bin/ruff check waltz_ray tests benchmarks jobs
+	$(VENV)/bin/ruff format --check waltz_ray tests benchmarks jobs
 	$(VENV)/bin/mypy waltz_ray/core waltz_ray/types.py
 
 ## Everything but the slow tests.
