@@ -36,7 +36,7 @@ def test_custom_resources_go_into_every_pools_bundle() -> None:
     assert bundles == {
         "conversation_generation": {"CPU": 0.25, "generation_node": 1.0},
         "feedback_generation": {"CPU": 0.25, "generation_node": 1.0},
-        "judge": {"CPU": 0.25, "judge_node": 0.5},  # a --set into judge_pool builds it from PoolConfig's defaults
+        "judge": {"CPU": 0.1, "judge_node": 0.5},  # a --set into judge_pool keeps its 0.1 CPU default
         "conversation_learner": {"CPU": 0.25, "learner_node": 1.0},  # a zero amount is left out, like CPU/GPU
         "feedback_learner": {"CPU": 0.25, "learner_node": 1.0},
     }

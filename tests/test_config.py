@@ -335,3 +335,11 @@ def test_cli_reports_config_errors_without_training(tmp_path, capsys, monkeypatc
     assert "rollout.t_max" in err
     assert "greater than or equal to 1" in err
     assert not out.exists()
+
+
+def test_setting_one_field_of_a_light_pool_keeps_its_other_defaults() -> None:
+    assert load_config(None).runtime.judge_pool.num_cpus == 0.1
+    config = load_config(None, ["runtime.judge_pool.num_actors=2", "runtime.reference_pool.num_gpus=0"])
+    assert (config.runtime.judge_pool.num_actors, config.runtime.judge_pool.num_cpus) == (2, 0.1)
+    assert config.runtime.reference_pool.num_cpus == 0.1
+    assert config.runtime.conversation_pool.num_cpus == 0.25

@@ -210,6 +210,14 @@ class PoolConfig(_Section):
         return resources
 
 
+class LightPoolConfig(PoolConfig):
+    """A pool of light actors (judge, reference scoring): 0.1 CPU each unless set. A subclass rather than a
+    ``default_factory``, so that setting one field (``--set runtime.judge_pool.num_actors=2``) keeps this default."""
+
+    num_cpus: float = Field(0.1, ge=0.0, le=1024.0)
+    """CPUs per actor (fractions allowed; the sum over pools must fit the cluster or actors wait forever)."""
+
+
 class RuntimeConfig(_Section):
     mode: Literal["ray", "inline"] = "ray"
     """ray: actor pools on a Ray cluster (joins ``$RAY_ADDRESS`` or starts a local one); inline: everything in one
@@ -220,7 +228,7 @@ class RuntimeConfig(_Section):
     """Generation actors of the conversation agent."""
     feedback_pool: PoolConfig = Field(default_factory=PoolConfig)
     """Generation actors of the feedback agent."""
-    judge_pool: PoolConfig = Field(default_factory=lambda: PoolConfig(num_cpus=0.1))
+    judge_pool: LightPoolConfig = Field(default_factory=LightPoolConfig)
     """Judge actors."""
     learner_pool: PoolConfig = Field(default_factory=PoolConfig)
     """Learner workers per agent (one group each for conversation and feedback)."""
@@ -228,7 +236,7 @@ class RuntimeConfig(_Section):
     """Where the frozen reference model scores the sampled tokens (for the KL term). learner: inside each learner
     group, before its update; rollout: in a reference pool per agent, right after generation, so with
     ``max_staleness`` > 0 that work overlaps the updates (OpenRLHF-style) and the learner side gets shorter."""
-    reference_pool: PoolConfig = Field(default_factory=lambda: PoolConfig(num_cpus=0.1))
+    reference_pool: LightPoolConfig = Field(default_factory=LightPoolConfig)
     """Reference-model scoring actors per agent (only with ``reference_on: rollout``)."""
     remote_timeout_s: float = Field(600.0, gt=0.0)
     """Timeout for every remote wait, collective and weight sync."""
