@@ -15,7 +15,7 @@ P_70B = 70.6e9  # Llama-3.3-70B-Instruct parameters (the judge)
 LAYERS, HIDDEN, KV_HEADS, HEAD_DIM, VOCAB = 32, 4096, 8, 128, 128256  # Llama-3.1-8B
 LAYERS_70B = 80  # Llama-3.3-70B: also 8 KV heads of 128
 
-VLLM_UTILIZATION = 0.5  # VLLMGenerator's default gpu_memory_utilization (the generation actors do not set it)
+VLLM_UTILIZATION = 0.85  # agents.*.gpu_memory_utilization in configs/llama8b.yaml (tests/test_cluster.py checks)
 JUDGE_UTILIZATION = 0.9  # --gpu-memory-utilization of the judge server (cluster/start_judge_server.sh)
 JUDGE_TP = 8
 RANKS = 4  # learner.num_workers: ZeRO-3 ranks per agent

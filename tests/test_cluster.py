@@ -290,4 +290,8 @@ def test_readme_memory_table_is_what_memory_estimate_prints() -> None:
     readme = (CLUSTER / "README.md").read_text()
     shown = readme.split("<!-- memory-table -->\n", 1)[1].split("\n<!-- /memory-table -->", 1)[0]
     assert shown == namespace["table"]()
+    config = load_config(LLAMA8B)
+    for agent in (config.agents.conversation, config.agents.feedback):  # the estimate uses the config's numbers
+        assert agent.gpu_memory_utilization == namespace["VLLM_UTILIZATION"]
+        assert agent.max_model_len == namespace["SEQ"]
     assert "| learner | total | ~58 GB of 80 |" in shown  # hand check: 32.1 + 4.0 + 2.0 + 18.3 + 2.1 = 58.5

@@ -49,6 +49,8 @@ class GeneratorHost:
         seed: int = 0,
         nccl: bool = False,
         policy_version: int = 0,
+        max_model_len: int = 1024,
+        gpu_memory_utilization: float = 0.5,
     ) -> None:
         """``policy_version``: the version of the weights at ``model_path`` (a resume point's, else 0)."""
         set_threads(num_threads, num_cpus)
@@ -64,7 +66,13 @@ class GeneratorHost:
             if tensor_parallel_size > 1:  # all tensor-parallel ranks live on this actor's GPUs
                 kwargs["distributed_executor_backend"] = "mp"
             self.generator = VLLMGenerator(
-                model_path, dtype=dtype, tensor_parallel_size=tensor_parallel_size, seed=seed, **kwargs
+                model_path,
+                dtype=dtype,
+                tensor_parallel_size=tensor_parallel_size,
+                seed=seed,
+                max_model_len=max_model_len,
+                gpu_memory_utilization=gpu_memory_utilization,
+                **kwargs,
             )
         self.generator.policy_version = policy_version
 

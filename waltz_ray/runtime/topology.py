@@ -291,6 +291,8 @@ def _generation_pool(
             seed=config.seed,
             nccl=uses_nccl(config, agent),
             policy_version=version,
+            max_model_len=agent_cfg.max_model_len,
+            gpu_memory_utilization=agent_cfg.gpu_memory_utilization,
         )
         pool.actors.append(actor)
         waits.append((actor.get_policy_version.remote(), pool.label(i)))
