@@ -48,7 +48,8 @@ ROLLOUT_STAGES = (
     "judge",
     "reference_logprobs",  # runtime.reference_on=rollout
 )
-NOT_A_STAGE = ("rollout_wait",)  # wraps the rollout from the driver's side: neither generation nor learner time
+# rollout_wait wraps the rollout from the driver's side; step_wall is the whole step: neither is one side's work
+NOT_A_STAGE = ("rollout_wait", "step_wall")
 MODES = {"sync": 0, "async": 1}  # run name -> runtime.max_staleness
 
 BASE = [

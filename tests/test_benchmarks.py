@@ -40,6 +40,9 @@ def test_overlap_benchmark_runs_reduced(tmp_path: Path) -> None:
     assert summary["runs"]["sync"]["steps"] == summary["runs"]["async"]["steps"] == 2
     assert summary["runs"]["sync"]["max_staleness_seen"] == 0.0
     assert summary["overlap_ratio"] == pytest.approx(float(last.group(1)), abs=1e-3)
+    # the two sides are disjoint parts of the synchronous loop: together they cannot exceed its wall time
+    sides = summary["generation_side_s"] + summary["learner_side_s"]
+    assert 0 < sides <= summary["runs"]["sync"]["wall_s"] * 1.001, summary
 
 
 def _fake_run(run: Path, before: float, after: float) -> None:

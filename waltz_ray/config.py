@@ -43,7 +43,7 @@ class AgentConfig(_Section):
     max_model_len: int = Field(1024, ge=16, le=1_048_576)
     """vLLM context length in tokens (state + generation; revision and feedback turns carry the earlier turns)."""
     gpu_memory_utilization: float = Field(0.5, gt=0.0, le=1.0)
-    """Share of each GPU vLLM reserves up front for weights and KV cache (on CPUs: ignored, see VLLM_CPU_KVCACHE_SPACE)."""
+    """Share of each GPU vLLM reserves up front for weights and KV cache (ignored on CPUs: VLLM_CPU_KVCACHE_SPACE)."""
 
 
 class AgentsConfig(_Section):
