@@ -19,6 +19,7 @@ import pytest
 
 from tests.tiny_world import TINY, WALL_CLOCK, tiny_config
 from waltz_ray.config import WaltzConfig, load_config
+from waltz_ray.rollout import run_episodes
 from waltz_ray.runtime.nccl import NCCLUnavailableError, plan_buckets, require_cuda
 from waltz_ray.runtime.queue import EpisodeQueue, EpisodeRecord, QueueFullError, staleness_metrics
 from waltz_ray.types import Completion, GenerationParams
@@ -321,6 +322,22 @@ def test_reference_scorer_matches_the_learners_reference_logprobs(tiny_env: Path
     assert laid_out is not None
     torch.testing.assert_close(laid_out * batch.action_mask, expected * batch.action_mask, rtol=1e-5, atol=1e-5)
     assert rollout_reference_logprobs([*scored[:2], completions[2]], batch.input_ids.shape[1]) is None
+
+
+def test_stage_one_rollouts_score_only_the_feedback_agents_tokens(tiny_env: Path, tmp_path: Path) -> None:
+    from waltz_ray.train import InlineTrainer
+
+    trainer = InlineTrainer(tiny_config("runtime.mode=inline", "runtime.reference_on=rollout"), tmp_path)
+    for step, scored in ((0, {"feedback"}), (2, {"conversation", "feedback"})):  # stage1_steps=2
+        prompts, settings, ids = trainer.step_batch(step)
+        conv, fb = trainer.agents["conversation"], trainer.agents["feedback"]
+        episodes = run_episodes(
+            prompts[:3], conv.generator, fb.generator, trainer.judge, settings, ids[:3], None, trainer.references
+        )
+        responses = [r.response for e in episodes for r in e.rounds]
+        feedbacks = [r.feedback for e in episodes for r in e.rounds if r.feedback is not None]
+        assert all(bool(c.ref_logprobs) == ("conversation" in scored) for c in responses), step
+        assert feedbacks and all(len(c.ref_logprobs) == len(c.token_ids) for c in feedbacks), step
 
 
 @pytest.mark.timeout(600)

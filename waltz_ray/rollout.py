@@ -53,6 +53,9 @@ class RolloutSettings:
     t_max: int = 1
     revision_template: str = protocol.DEFAULT_REVISION_TEMPLATE
     feedback_template: str = protocol.DEFAULT_FEEDBACK_TEMPLATE
+    # agents whose completions the reference models score (when there are reference models): stage 1 trains only the
+    # feedback agent, so scoring the conversation agent's tokens would be wasted work
+    reference_agents: tuple[AgentName, ...] = ("conversation", "feedback")
 
 
 @dataclass
@@ -105,9 +108,10 @@ def run_episodes(
                 draft.responses.append(completion)
     with timer("judge"):
         verdicts = _judge_all(drafts, judge)
-    if references:
+    scorers = {a: r for a, r in (references or {}).items() if a in settings.reference_agents}
+    if scorers:
         with timer("reference_logprobs"):
-            _score_references(drafts, references)
+            _score_references(drafts, scorers)
     return [_episode(eid, d, v) for eid, d, v in zip(episode_ids, drafts, verdicts, strict=True)]
 
 

@@ -10,7 +10,7 @@ import logging
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +269,8 @@ class InlineTrainer:
         self.position_after[step] = self.data_position
         prompts = [p for p in prompts for _ in range(cfg.algorithm.samples_per_prompt)]
         settings = _seeded(rollout_settings(cfg), cfg.seed, step)
+        if step < cfg.stages.stage1_steps:  # stage 1 trains only the feedback agent (a batch learned later in
+            settings = replace(settings, reference_agents=("feedback",))  # stage 2 falls back to learner scoring)
         return prompts, settings, [f"{step}-{i}" for i in range(len(prompts))]
 
     def learn(
@@ -414,8 +416,6 @@ class InlineTrainer:
 
 
 def _seeded(settings: RolloutSettings, seed: int, step: int) -> RolloutSettings:
-    from dataclasses import replace
-
     return replace(
         settings,
         conversation_params=replace(settings.conversation_params, seed=step_seed(seed, step, "conversation")),
