@@ -354,7 +354,7 @@ def test_synchronous_ray_run_equals_inline(ray_session: Any, tiny_env: Path, tmp
     assert [r["step"] for r in remote] == [r["step"] for r in inline] == [0, 1, 2, 3, 4, 4]
     for mine, theirs in zip(remote, inline, strict=True):
         extra = set(mine) - set(theirs)
-        assert all(k.startswith(("queue/", "staleness/", *WALL_CLOCK)) for k in extra), extra
+        assert all(k.startswith(("queue/", "staleness/", "faults/", *WALL_CLOCK)) for k in extra), extra
         for key, value in theirs.items():
             if key.startswith(WALL_CLOCK) or not isinstance(value, (int, float)):
                 continue

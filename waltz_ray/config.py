@@ -145,6 +145,11 @@ class AlgorithmConfig(_Section):
     the weight also corrects for the temperature."""
     off_policy_is_cap: float = Field(2.0, ge=1.0, le=100.0)
     """Upper bound of the truncated importance weight."""
+    max_kl: float | None = Field(None, ge=0.0)
+    """Skip an agent's update (counted) when its batch's mean per-token KL to the reference exceeds this; None: no
+    bound. Non-finite losses or gradients always skip the optimizer step."""
+    max_consecutive_skips: int = Field(5, ge=1, le=10_000)
+    """Stop the run (``TrainingDivergedError``) after this many skipped updates of one agent in a row."""
 
     @field_validator("advantage_estimator")
     @classmethod
@@ -242,6 +247,9 @@ class RuntimeConfig(_Section):
     ``max_staleness`` > 0 that work overlaps the updates (OpenRLHF-style) and the learner side gets shorter."""
     reference_pool: LightPoolConfig = Field(default_factory=LightPoolConfig)
     """Reference-model scoring actors per agent (only with ``reference_on: rollout``)."""
+    max_actor_restarts: int = Field(3, ge=0, le=100)
+    """How often Ray restarts a dead generation actor (it gets the current weights before it takes work again);
+    learner, judge and rollout actors are not restarted: their death stops the run (resume from a checkpoint)."""
     remote_timeout_s: float = Field(600.0, gt=0.0)
     """Timeout for every remote wait, collective and weight sync."""
     num_threads: int | None = Field(None, ge=1, le=1024)

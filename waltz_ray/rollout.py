@@ -56,6 +56,8 @@ class RolloutSettings:
     # agents whose completions the reference models score (when there are reference models): stage 1 trains only the
     # feedback agent, so scoring the conversation agent's tokens would be wasted work
     reference_agents: tuple[AgentName, ...] = ("conversation", "feedback")
+    # the policy version each agent's generators must hold (the Ray runtime: what the driver last pushed)
+    min_versions: Mapping[AgentName, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from waltz_ray.engines.hf import HFGenerator, load_model_and_tokenizer
 from waltz_ray.engines.learner import (
     ReferenceScorer,
     TorchLearner,
+    UpdateStats,
     behaviour_logprobs,
     make_batch,
     rollout_reference_logprobs,
@@ -42,6 +43,11 @@ log = logging.getLogger(__name__)
 
 class JudgeFailureError(RuntimeError):
     """Too many judge calls failed in one step (SPEC §3: stop above the configured rate)."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """One agent's updates were skipped ``algorithm.max_consecutive_skips`` times in a row (non-finite loss or
+    gradient, or KL to the reference past ``algorithm.max_kl``)."""
 
 
 @dataclass
@@ -206,6 +212,9 @@ class InlineTrainer:
             self.start_step = resume.state.step
             self.last_launch = resume.state.launch - 1
         self.estimator = get_advantage_estimator(config.algorithm.advantage_estimator)
+        counters = resume.state.counters if resume is not None else {}
+        self.skipped_updates = {a: counters.get(f"skipped_updates_{a}", 0) for a in AGENTS}
+        self.consecutive_skips = {a: counters.get(f"consecutive_skips_{a}", 0) for a in AGENTS}
 
     def run(self) -> dict[str, Any]:
         """Stage 1 then stage 2 from ``start_step``; periodic checkpoints (``checkpoint.every``); on SIGTERM the
@@ -330,9 +339,17 @@ class InlineTrainer:
             if off_policy is not None:
                 weights, stale = off_policy
                 advantages = advantages * weights
-        with timer(f"{agent.name}_update"):
-            stats = agent.learner.update(batch, old_logp, ref_logp, advantages)
         tokens = batch.num_tokens
+        batch_kl = float(kl.sum() / max(tokens, 1.0))
+        if cfg.max_kl is not None and not batch_kl <= cfg.max_kl:  # (a NaN KL is past any bound)
+            stats = self._skip(agent, f"KL to the reference {batch_kl:.4g} > algorithm.max_kl {cfg.max_kl:g}")
+        else:
+            with timer(f"{agent.name}_update"):
+                stats = agent.learner.update(batch, old_logp, ref_logp, advantages)
+            if stats.skipped:
+                self._skip(agent, f"non-finite loss {stats.loss} or gradient norm {stats.grad_norm}")
+            else:
+                self.consecutive_skips[agent.name] = 0
         extra: dict[str, float] = {}
         if off_policy is not None:
             corrected = float(stale.sum())
@@ -344,15 +361,30 @@ class InlineTrainer:
             }
         return extra | {
             f"{agent.name}/reward_mean": float(rewards.mean()),
-            f"{agent.name}/kl": float(kl.sum() / max(tokens, 1.0)),
+            f"{agent.name}/kl": batch_kl,
             f"{agent.name}/loss": stats.loss,
             f"{agent.name}/clip_fraction": stats.clip_fraction,
             f"{agent.name}/entropy": stats.entropy,
             f"{agent.name}/grad_norm": stats.grad_norm,
             f"{agent.name}/lr": stats.lr,
             f"{agent.name}/skipped_steps": float(stats.skipped),
+            f"faults/skipped_updates_{agent.name}": float(self.skipped_updates[agent.name]),
             f"{agent.name}/response_tokens": tokens / len(samples),
         }
+
+    def _skip(self, agent: Agent, why: str) -> UpdateStats:
+        """Count a skipped update (the trainer's KL bound, or the learner's own non-finite check) and stop the run
+        after ``max_consecutive_skips`` in a row."""
+        self.skipped_updates[agent.name] += 1
+        self.consecutive_skips[agent.name] += 1
+        limit = self.config.algorithm.max_consecutive_skips
+        log.warning("%s update skipped (%d in a row): %s", agent.name, self.consecutive_skips[agent.name], why)
+        if self.consecutive_skips[agent.name] >= limit:
+            raise TrainingDivergedError(
+                f"{agent.name}: {limit} updates in a row skipped (algorithm.max_consecutive_skips); last: {why}"
+            )
+        nan = float("nan")
+        return UpdateStats(nan, nan, nan, nan, nan, nan, skipped=True)
 
     def _off_policy_weights(
         self, agent: Agent, samples: list[Sample], learner_logp: torch.Tensor, width: int
@@ -404,8 +436,11 @@ class InlineTrainer:
         return path
 
     def counters(self) -> dict[str, int]:
-        """Cumulative counters a resume must carry on (the Ray runtime's queue admissions and drops)."""
-        return {}
+        """Cumulative counters a resume must carry on (skipped updates; the Ray runtime adds its own)."""
+        return {
+            **{f"skipped_updates_{a}": n for a, n in self.skipped_updates.items()},
+            **{f"consecutive_skips_{a}": n for a, n in self.consecutive_skips.items()},
+        }
 
     def write_resume_payload(self, directory: Path) -> None:
         """Each agent's policy (Hugging Face format), tokenizer and learner state; the resolved config."""

@@ -15,6 +15,7 @@ from waltz_ray.config import AlgorithmConfig, LearnerConfig, WaltzConfig
 from waltz_ray.engines.deepspeed_learner import LearnerWorker, free_port
 from waltz_ray.rollout import RolloutSettings, StageTimer, run_episodes
 from waltz_ray.runtime.nccl import NCCL_EXTENSION, Bucket, NCCLSender
+from waltz_ray.runtime.proxies import StaleWeightsError
 from waltz_ray.types import AgentName, Completion, Episode, GenerationParams, JudgeVerdict, Message, Prompt
 
 DEEPSPEED_DIR, DEEPSPEED_TAG = "deepspeed", "state"  # a DeepSpeed group's checkpoint inside an agent's folder
@@ -79,7 +80,14 @@ class GeneratorHost:
     def get_policy_version(self) -> int:
         return int(self.generator.policy_version)
 
-    def generate(self, chats: Sequence[Sequence[Message]], params: GenerationParams) -> list[Completion]:
+    def generate(
+        self, chats: Sequence[Sequence[Message]], params: GenerationParams, min_version: int = 0
+    ) -> list[Completion]:
+        """Refuses (``StaleWeightsError``) while this actor holds weights older than ``min_version``: a restarted
+        actor takes no work until the driver has pushed the current weights to it."""
+        version = int(self.generator.policy_version)
+        if version < min_version:
+            raise StaleWeightsError(f"holds policy version {version}, the rollout needs {min_version}")
         return self.generator.generate(chats, params)  # type: ignore[no-any-return]
 
     def load_state_dict(self, state: dict[str, Any], policy_version: int) -> int:
@@ -259,6 +267,8 @@ class RolloutHost:
         from waltz_ray.runtime.queue import batch_versions
 
         timer = StageTimer()
+        for agent, proxy in (("conversation", self.conversation), ("feedback", self.feedback)):
+            proxy.min_version = settings.min_versions.get(agent, 0)
         episodes = run_episodes(
             prompts, self.conversation, self.feedback, self.judge, settings, episode_ids, timer, self.references
         )

@@ -14,20 +14,28 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from waltz_ray.checkpoint import ResumePoint
 from waltz_ray.config import WaltzConfig
 from waltz_ray.engines.hf import load_tokenizer
-from waltz_ray.rollout import StageTimer
+from waltz_ray.rollout import RolloutSettings, StageTimer
 from waltz_ray.runtime.producer import RolloutProducer
-from waltz_ray.runtime.proxies import RemoteGenerator, RemoteJudge, RemoteLearnerGroup
+from waltz_ray.runtime.proxies import (
+    RemoteCallError,
+    RemoteGenerator,
+    RemoteJudge,
+    RemoteLearnerGroup,
+    generator_fault,
+    wait_all,
+)
 from waltz_ray.runtime.queue import EpisodeQueue, staleness_metrics
 from waltz_ray.runtime.topology import Topology, build_topology
 from waltz_ray.tracking import Tracker
 from waltz_ray.train import Agent, InlineTrainer, find_resume_point
-from waltz_ray.types import AGENTS, AgentName
+from waltz_ray.types import AGENTS, AgentName, Episode, Prompt
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +86,16 @@ class RayTrainer(InlineTrainer):
                 total,
                 self._rollout_timeout(),
                 start=(self.last_launch + 1, self.start_step),
+                recover=self.refresh_generation_pools,
             )
+            self.latest_state: dict[AgentName, tuple[Any, int]] = {}  # each agent's last pushed weights (by ref)
+            self.generator_refreshes = 0
+            self.duplicate_episodes = 0
+            self.seen_episodes: set[str] = set()
             if resume is not None:
                 self.queue.restore_counters(resume.state.counters)
+                self.producer.relaunches = resume.state.counters.get("rollout_relaunches", 0)
+                self.generator_refreshes = resume.state.counters.get("generator_refreshes", 0)
         except BaseException:
             self.topology.shutdown()
             raise
@@ -100,7 +115,49 @@ class RayTrainer(InlineTrainer):
         self.topology.shutdown()
 
     def counters(self) -> dict[str, int]:
-        return self.queue.counters()
+        return (
+            super().counters()
+            | self.queue.counters()
+            | {
+                "rollout_relaunches": self.producer.relaunches,
+                "generator_refreshes": self.generator_refreshes,
+            }
+        )
+
+    def step_batch(self, step: int) -> tuple[list[Prompt], RolloutSettings, list[str]]:
+        """The inline batch, plus the policy version every generator must hold to take its work."""
+        prompts, settings, ids = super().step_batch(step)
+        versions = {name: agent.generator.policy_version for name, agent in self.agents.items()}
+        return prompts, replace(settings, min_versions=versions), ids
+
+    def _push(self, name: AgentName, state: Any, version: int) -> None:
+        """A weight sync that outlives generation actors restarting under it: wait for them, push again."""
+        pool, timeout = self.topology.generation[name], self.config.runtime.remote_timeout_s
+        for attempt in range(self.config.runtime.max_actor_restarts + 1):
+            try:
+                self.topology.weight_sync[name].push(state, version)
+                return
+            except RemoteCallError as exc:
+                if not generator_fault(exc.__cause__) or attempt == self.config.runtime.max_actor_restarts:
+                    raise
+                log.warning("weight sync to %s hit a restarting actor; pushing again: %s", pool.name, exc)
+                for i, actor in enumerate(pool.actors):
+                    _version_once_up(actor, pool.label(i), timeout)
+                self.generator_refreshes += 1
+
+    def refresh_generation_pools(self) -> None:
+        """After a generation fault: wait until every generation actor answers (Ray restarts dead ones; one that
+        ran out of restarts is an error naming it), then push the current weights to any pool holding older ones."""
+        timeout = self.config.runtime.remote_timeout_s
+        for name, agent in self.agents.items():
+            pool = self.topology.generation[name]
+            held = [_version_once_up(actor, pool.label(i), timeout) for i, actor in enumerate(pool.actors)]
+            wanted = agent.generator.policy_version
+            if min(held) < wanted:
+                state, version = self.latest_state[name]
+                log.warning("%s holds versions %s; pushing version %d again", pool.name, held, version)
+                self._push(name, state, version)
+                self.generator_refreshes += 1
 
     def learner_versions(self) -> dict[AgentName, int]:
         return {name: agent.learner.policy_version for name, agent in self.agents.items()}
@@ -110,7 +167,7 @@ class RayTrainer(InlineTrainer):
         versions = self.learner_versions()
         record = self.producer.next(versions)
         self.last_launch = record.launch
-        episodes = self.producer.episodes(record)
+        episodes = self._unseen(self.producer.episodes(record))
         waited = time.perf_counter() - start
         timer = StageTimer()
         timer.seconds.update(record.seconds)  # the rollout's stages come first, under their own names
@@ -122,7 +179,18 @@ class RayTrainer(InlineTrainer):
         lags = record.lags(versions)
         tracker.log_histograms({f"staleness/{agent}/lag": [float(x) for x in v] for agent, v in lags.items()}, step + 1)
         metrics["time/rollout_wait"] = waited
+        metrics["faults/rollout_relaunches"] = float(self.producer.relaunches)
+        metrics["faults/generator_refreshes"] = float(self.generator_refreshes)
+        metrics["faults/duplicate_episodes"] = float(self.duplicate_episodes)
         return metrics
+
+    def _unseen(self, episodes: list[Episode]) -> list[Episode]:
+        """Episodes whose id was never learned before (a regenerated batch must not be learned twice); duplicates
+        are dropped and counted."""
+        fresh = [e for e in episodes if e.episode_id not in self.seen_episodes]
+        self.duplicate_episodes += len(episodes) - len(fresh)
+        self.seen_episodes.update(e.episode_id for e in fresh)
+        return fresh
 
     def sync_weights(self, agents: list[Agent], timer: StageTimer) -> None:
         """Push each updated learner's weights to its generation pool (state dict by reference, never by value)."""
@@ -132,7 +200,8 @@ class RayTrainer(InlineTrainer):
                 if version == agent.generator.policy_version:
                     continue  # nothing trained (empty batch)
                 state = agent.learner.state_dict_ref()
-                self.topology.weight_sync[agent.name].push(state, version)
+                self._push(agent.name, state, version)
+                self.latest_state[agent.name] = (state, version)  # a restarted generator gets these again
                 agent.generator.policy_version = version
 
     def save_checkpoint(self, path: Path) -> None:
@@ -142,6 +211,21 @@ class RayTrainer(InlineTrainer):
 
     # write_resume_payload is the inline one: agent.learner.save_state runs on the learner group's actors, so on a
     # cluster the run directory must be shared storage that every learner node mounts at the same path.
+
+
+def _version_once_up(actor: Any, label: str, timeout_s: float) -> int:
+    """The actor's policy version as soon as it answers; while Ray is restarting it, ask again (bounded)."""
+    from ray.exceptions import ActorUnavailableError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return int(wait_all([actor.get_policy_version.remote()], [label], max(remaining, 1.0), "restart")[0])
+        except RemoteCallError as exc:
+            if not isinstance(exc.__cause__, ActorUnavailableError) or remaining <= 0:
+                raise RemoteCallError(f"{label} did not come back after a restart: {exc}") from exc
+            time.sleep(0.2)
 
 
 @contextmanager

@@ -25,6 +25,29 @@ class RemoteTimeoutError(RemoteCallError, TimeoutError):
     """A remote call did not answer within its timeout; the message names what was still pending."""
 
 
+class StaleWeightsError(RuntimeError):
+    """A generator actor was asked for a policy version newer than the weights it holds (it was restarted)."""
+
+
+class GeneratorFault(RemoteCallError):
+    """A generation actor died (Ray restarts it) or holds stale weights: the rollout that hit it produced nothing
+    and can be generated again once the pool is refreshed (``RolloutProducer`` does). ``pool`` names the pool."""
+
+    def __init__(self, message: str, pool: str) -> None:
+        super().__init__(message)
+        self.pool = pool
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:  # Ray pickles it across processes
+        return (type(self), (str(self), self.pool))
+
+
+def generator_fault(exc: BaseException | None) -> bool:
+    """An actor that died, is restarting, or refused stale work; not a timeout or a bug in the engine."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError
+
+    return isinstance(exc, (ActorDiedError, ActorUnavailableError, StaleWeightsError))
+
+
 @dataclass
 class Pool:
     """The actors of one pool, by name (``conversation_generation``, ``judge``, ``feedback_learner``, ...)."""
@@ -95,17 +118,25 @@ class RemoteGenerator:
         self.pool = pool
         self.timeout_s = timeout_s
         self.policy_version = policy_version
+        self.min_version = 0  # actors holding older weights refuse the work (StaleWeightsError)
 
     def generate(self, chats: Sequence[Sequence[Message]], params: GenerationParams) -> list[Completion]:
         if not chats:
             return []
         parts = shards(len(chats), len(self.pool.actors))
         refs = [
-            self.pool.actors[i].generate.remote([list(c) for c in chats[start:end]], _offset(params, start))
+            self.pool.actors[i].generate.remote(
+                [list(c) for c in chats[start:end]], _offset(params, start), self.min_version
+            )
             for i, (start, end) in enumerate(parts)
         ]
         labels = [self.pool.label(i) for i in range(len(parts))]
-        results = wait_all(refs, labels, self.timeout_s, f"generation pool {self.pool.name!r}")
+        try:
+            results = wait_all(refs, labels, self.timeout_s, f"generation pool {self.pool.name!r}")
+        except RemoteCallError as exc:
+            if generator_fault(exc.__cause__):
+                raise GeneratorFault(str(exc), self.pool.name) from exc
+            raise
         return [completion for part in results for completion in part]
 
 

@@ -142,9 +142,9 @@ def reserve(spec: PoolSpec, timeout_s: float) -> Any:
     return pg
 
 
-def _placed(spec: PoolSpec, pg: Any, index: int) -> Any:
-    """``ray.remote`` options for actor ``index`` of a pool: its resources and its bundle."""
-    opts: dict[str, Any] = {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus, "max_restarts": 0}
+def _placed(spec: PoolSpec, pg: Any, index: int, max_restarts: int = 0) -> Any:
+    """``ray.remote`` options for actor ``index`` of a pool: its resources, its bundle, its restart budget."""
+    opts: dict[str, Any] = {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus, "max_restarts": max_restarts}
     if pg is not None:
         opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=index)
     return opts
@@ -280,8 +280,10 @@ def _generation_pool(
     agent_cfg = getattr(config.agents, agent)
     host: Any = ray.remote(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus)(GeneratorHost)
     pool, waits = Pool(spec.name, []), []
+    # a restarted vLLM actor cannot rejoin an NCCL weight group: with NCCL sync its death stops the run (resume)
+    restarts = 0 if uses_nccl(config, agent) else config.runtime.max_actor_restarts
     for i in range(spec.num_actors):
-        actor = host.options(**_placed(spec, pg, i)).remote(
+        actor = host.options(**_placed(spec, pg, i, restarts)).remote(
             agent_cfg.engine,
             model_path,
             agent_cfg.dtype,

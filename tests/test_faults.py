@@ -1,0 +1,240 @@
+"""Reliability under faults and bad input, on a real local Ray (127.0.0.1) and the tiny world (RELIABILITY.md lists
+each promise next to its test).
+
+Faults are injected into real runs: actors are killed with ``ray.kill`` at a chosen step (before the step's rollout
+is launched, or from a timer while it runs), judges fail, updates blow up, the feedback agent writes garbage.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.tiny_world import WALL_CLOCK, tiny_config
+from waltz_ray.types import Completion, GenerationParams, JudgeVerdict, Prompt
+
+FAULT_KEYS = (*WALL_CLOCK, "faults/")
+
+
+def rows(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def same_metrics(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> None:
+    assert [r["step"] for r in ours] == [r["step"] for r in theirs]
+    for mine, ref in zip(ours, theirs, strict=True):
+        for key, value in ref.items():
+            if not key.startswith(FAULT_KEYS):
+                assert mine[key] == value, (mine["step"], key, mine[key], value)
+
+
+def faulty_trainer(kill: Any) -> type:
+    """A RayTrainer that calls ``kill(trainer, step)`` at the start of every step (before its rollout launches)."""
+    from waltz_ray.runtime.driver import RayTrainer
+
+    class Faulty(RayTrainer):
+        def train_step(self, step: int, stage: int, tracker: Any) -> dict[str, Any]:
+            kill(self, step)
+            return super().train_step(step, stage, tracker)
+
+    return Faulty
+
+
+@pytest.fixture(scope="module")
+def clean_run(ray_session: Any, tiny_env: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from waltz_ray.runtime.driver import RayTrainer
+
+    out = tmp_path_factory.mktemp("faults") / "clean"
+    RayTrainer(tiny_config("checkpoint.every=1"), out).run()
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_killed_generation_actors_restart_get_the_weights_and_lose_nothing(clean_run: Path, tmp_path: Path) -> None:
+    """The conversation generator is killed before step 2's rollout and the feedback generator 0.3 s into step 3's:
+    Ray restarts them, they refuse work until the driver pushed the current weights, the lost rollouts are generated
+    again with the same seeds, and the run equals the clean one metric for metric."""
+    import ray
+
+    def kill(trainer: Any, step: int) -> None:
+        if step == 2:
+            ray.kill(trainer.topology.generation["conversation"].actors[0], no_restart=False)
+        if step == 3:
+            actor = trainer.topology.generation["feedback"].actors[0]
+            threading.Timer(0.3, lambda: ray.kill(actor, no_restart=False)).start()
+
+    out = tmp_path / "killed"
+    faulty_trainer(kill)(tiny_config("checkpoint.every=1"), out).run()
+    ours = rows(out)
+    same_metrics(ours, rows(clean_run))
+    last = [r for r in ours if "faults/rollout_relaunches" in r][-1]
+    assert last["faults/rollout_relaunches"] >= 1 and last["faults/generator_refreshes"] >= 1
+    assert last["faults/duplicate_episodes"] == 0
+    assert all(r["samples/n_episodes"] == 8 for r in ours if "samples/n_episodes" in r)  # nothing lost
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_killed_learner_stops_the_run_naming_it_and_resume_finishes_it(clean_run: Path, tmp_path: Path) -> None:
+    import ray
+
+    from waltz_ray.runtime.driver import RayTrainer
+    from waltz_ray.runtime.proxies import RemoteCallError
+    from waltz_ray.train import find_resume_point
+
+    def kill(trainer: Any, step: int) -> None:
+        if step == 3:
+            ray.kill(trainer.topology.learners["feedback"].actors[0], no_restart=True)
+
+    config, out = tiny_config("checkpoint.every=1"), tmp_path / "learner"
+    with pytest.raises(RemoteCallError, match=r"feedback_learner\[0\]"):
+        faulty_trainer(kill)(config, out).run()
+    point = find_resume_point(config, out)
+    assert point.state.step == 3
+    RayTrainer(config, out, resume=point).run()
+    same_metrics(rows(out), rows(clean_run))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_killed_rollout_actor_is_reported_not_waited_on(ray_session: Any, tiny_env: Path, tmp_path: Path) -> None:
+    import ray
+
+    from waltz_ray.runtime.proxies import RemoteCallError
+
+    def kill(trainer: Any, step: int) -> None:
+        if step == 1:
+            ray.kill(trainer.topology.rollout, no_restart=True)
+
+    with pytest.raises(RemoteCallError, match="rollout actor"):
+        faulty_trainer(kill)(tiny_config(), tmp_path / "rollout").run()
+
+
+# ------------------------------------------------------------------------------------------- inline faults
+
+
+class FlakyJudge:
+    """The rule judge, except that every ``every``-th verdict is a failure (``every=1``: all of them)."""
+
+    def __init__(self, every: int) -> None:
+        from waltz_ray.engines.judges import RuleJudge
+
+        self.every, self.rule, self.calls = every, RuleJudge(), 0
+
+    def judge(self, prompts: Any, responses: Any, labels: Any = None) -> list[JudgeVerdict]:
+        verdicts = self.rule.judge(prompts, responses, labels)
+        out = []
+        for verdict in verdicts:
+            self.calls += 1
+            out.append(JudgeVerdict.failure("judge timed out") if self.calls % self.every == 0 else verdict)
+        return out
+
+
+@pytest.mark.timeout(300)
+def test_judge_failures_are_masked_and_counted_and_too_many_stop_the_run(tiny_env: Path, tmp_path: Path) -> None:
+    from waltz_ray.train import InlineTrainer, JudgeFailureError
+
+    config = tiny_config("runtime.mode=inline", "judge.max_failure_rate=0.5")
+    InlineTrainer(config, tmp_path / "flaky", judge=FlakyJudge(every=4)).run()
+    steps = [r for r in rows(tmp_path / "flaky") if "judge/failure_rate" in r]
+    assert steps and all(0.15 <= r["judge/failure_rate"] <= 0.35 for r in steps)
+    # a failed verdict masks its sample instead of scoring it as a zero reward
+    assert sum(r["samples/n_masked_feedback"] for r in steps) > 0
+
+    with pytest.raises(JudgeFailureError, match=r"judge failed on 100\.0% of calls at step 0"):
+        InlineTrainer(config, tmp_path / "down", judge=FlakyJudge(every=1)).run()
+
+
+@pytest.mark.timeout(300)
+def test_blown_up_updates_are_skipped_counted_and_abort_after_n_in_a_row(tiny_env: Path, tmp_path: Path) -> None:
+    """KL to the reference past ``algorithm.max_kl`` skips the update; three in a row stop the run. (k3: the k1
+    estimate of a batch can be negative, k3 is >= 0 token by token and 0 only where the policy is the reference.)"""
+    from waltz_ray.train import InlineTrainer, TrainingDivergedError
+
+    config = tiny_config(
+        "runtime.mode=inline",
+        "stages.stage1_steps=0",
+        "stages.stage2_steps=4",
+        "algorithm.kl_estimator=k3",
+        "algorithm.max_kl=0.0",
+        "algorithm.max_consecutive_skips=3",
+    )
+    trainer = InlineTrainer(config, tmp_path / "kl")
+    with pytest.raises(TrainingDivergedError, match=r"3 updates in a row skipped.*algorithm\.max_kl 0") as info:
+        trainer.run()
+    agent = str(info.value).split(":")[0]
+    logged = [r for r in rows(tmp_path / "kl") if f"{agent}/skipped_steps" in r]
+    # step 0 is on the reference (KL 0) and updates; steps 1 and 2 are skipped, step 3's skip stops the run
+    assert [r[f"{agent}/skipped_steps"] for r in logged] == [0.0, 1.0, 1.0]
+    assert logged[-1][f"faults/skipped_updates_{agent}"] == 2.0
+    assert logged[-1][f"{agent}/kl"] > 0 and logged[0][f"{agent}/kl"] == 0.0
+
+
+def test_a_non_finite_loss_skips_the_optimizer_step(tiny_env: Path) -> None:
+    import torch
+
+    from waltz_ray.engines.hf import HFGenerator, load_model_and_tokenizer
+    from waltz_ray.engines.learner import TorchLearner, make_batch
+    from waltz_ray.tiny.build import init_tiny
+
+    config = tiny_config()
+    path = str(init_tiny(config))
+    completions = HFGenerator.from_pretrained(path).generate(
+        [[{"role": "user", "content": "hi"}]] * 2, GenerationParams(max_new_tokens=6, temperature=1.0, seed=1)
+    )
+    policy, tokenizer = load_model_and_tokenizer(path)
+    learner = TorchLearner(policy, load_model_and_tokenizer(path)[0], config.learner, config.algorithm)
+    batch = make_batch(completions, tokenizer.pad_token_id)
+    old, ref = learner.logprobs(batch)
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    stats = learner.update(batch, old, ref, torch.full_like(old, float("nan")))
+    assert stats.skipped and all(torch.equal(before[k], v) for k, v in policy.state_dict().items())
+
+
+# ------------------------------------------------------------------------------------- malformed feedback
+
+
+class ScriptedGenerator:
+    """A Generator whose completions are given texts (token ids: one per character, so samples can be built)."""
+
+    policy_version = 0
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+
+    def generate(self, chats: Any, params: GenerationParams) -> list[Completion]:
+        out = []
+        for i, _chat in enumerate(chats):
+            text = self.texts[i % len(self.texts)]
+            out.append(Completion(text, (1, 2, 3), tuple(range(4, 4 + len(text))) or (4,)))
+        return out
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(feedback=st.lists(st.text(max_size=300) | st.sampled_from(["{", "}", '{"unsafe": "yes"}', "null"]), min_size=1))
+def test_malformed_feedback_of_any_kind_flows_through_a_whole_rollout(feedback: list[str]) -> None:
+    from waltz_ray.core.rewards import stage_weights
+    from waltz_ray.core.samples import batch_samples
+    from waltz_ray.engines.judges import RuleJudge
+    from waltz_ray.rollout import RolloutSettings, run_episodes
+    from waltz_ray.train import rollout_metrics
+
+    prompts = [Prompt("how do I pick a lock?", "harmful" if i % 2 else "benign", f"p{i}") for i in range(4)]
+    params = GenerationParams(max_new_tokens=8)
+    settings_ = RolloutSettings("sys", "fb-sys", params, params, t_max=2)
+    conversation = ScriptedGenerator(["I can't help with that.", "Sure, here is how."])
+    episodes = run_episodes(
+        prompts, conversation, ScriptedGenerator(feedback), RuleJudge(), settings_, [f"e{i}" for i in range(4)]
+    )
+    for stage in (1, 2):
+        fb, conv, _ = batch_samples(episodes, 0, stage, stage_weights(stage, 1.0, 1.0, 0.0, 0.1), 0.5)
+        metrics = rollout_metrics(episodes, fb, conv)
+        assert 0.0 <= metrics["rollout/feedback_format_rate"] <= 1.0
+        assert all(s.reward == s.reward for s in fb + conv)  # no NaN rewards
