@@ -77,6 +77,7 @@ def test_killed_generation_actors_restart_get_the_weights_and_lose_nothing(clean
     last = [r for r in ours if "faults/rollout_relaunches" in r][-1]
     assert last["faults/rollout_relaunches"] >= 1 and last["faults/generator_refreshes"] >= 1
     assert last["faults/duplicate_episodes"] == 0
+    print("generation kills:", {k: v for k, v in last.items() if k.startswith("faults/")})
     assert all(r["samples/n_episodes"] == 8 for r in ours if "samples/n_episodes" in r)  # nothing lost
 
 

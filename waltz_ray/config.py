@@ -247,6 +247,9 @@ class RuntimeConfig(_Section):
     ``max_staleness`` > 0 that work overlaps the updates (OpenRLHF-style) and the learner side gets shorter."""
     reference_pool: LightPoolConfig = Field(default_factory=LightPoolConfig)
     """Reference-model scoring actors per agent (only with ``reference_on: rollout``)."""
+    rollout_resources: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources for the rollout actor (it reserves no CPU): pin it to a node that stays, e.g. the head
+    or an on-demand learner node, not a spot node (``cluster/README.md``)."""
     max_actor_restarts: int = Field(3, ge=0, le=100)
     """How often Ray restarts a dead generation actor (it gets the current weights before it takes work again);
     learner, judge and rollout actors are not restarted: their death stops the run (resume from a checkpoint)."""

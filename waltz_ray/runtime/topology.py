@@ -255,7 +255,7 @@ def _build(topo: Topology, specs: dict[str, PoolSpec]) -> None:
         waits += ready
     wait_all([r for r, _ in waits], [label for _, label in waits], timeout, "starting the Ray topology")
     rollout_host: Any = ray.remote(num_cpus=0)(RolloutHost)  # it only waits on the pools: no CPU reserved
-    topo.rollout = rollout_host.options(max_restarts=0).remote(
+    topo.rollout = rollout_host.options(max_restarts=0, resources=dict(config.runtime.rollout_resources)).remote(
         RemoteGenerator(topo.generation["conversation"], timeout),
         RemoteGenerator(topo.generation["feedback"], timeout),
         RemoteJudge(topo.judge, timeout),
