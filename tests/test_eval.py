@@ -1,8 +1,9 @@
 """Evaluation: the seven SPEC §6 systems on a tiny trained pair and a single-model RL run, reports and plot,
 bootstrap intervals, safeguard and oracle mechanics, and judge-vs-human agreement on JailbreakBench.
 
-The module trains two short runs in a tiny world warm-started long enough (400 SFT steps at hidden size 64) that
-its greedy answers differ across prompts and its feedback parses, so the reproduced numbers are not all zeros.
+The ``slow`` tests share two short runs (about 1-2 minutes on 2 busy cores, Ray included) in a tiny world
+warm-started long enough (400 SFT steps at hidden size 64) that its greedy answers differ across prompts and its
+feedback parses, so the reproduced numbers are not all zeros; the rest take seconds.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def _metrics(report: dict[str, Any], system: str) -> dict[str, Any]:
 # --- the tiny runs ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_eval_of_the_checkpoints_reproduces_what_training_reported(world: dict[str, Path]) -> None:
     report = _json(world["report"] / "report.json")
     initial, final = _json(world["run"] / "eval_initial.json"), _json(world["run"] / "eval_final.json")
@@ -97,6 +99,7 @@ def test_eval_of_the_checkpoints_reproduces_what_training_reported(world: dict[s
     assert {k: single[k] for k in keys} == pytest.approx({k: single_final[k] for k in keys})
 
 
+@pytest.mark.slow
 def test_single_model_rl_trains_on_ray_and_is_evaluated_beside_waltzrl(world: dict[str, Path]) -> None:
     from safetensors.torch import load_file
 
@@ -126,6 +129,7 @@ def test_single_mode_has_no_feedback_stage() -> None:
     assert tiny_config(*SINGLE).algorithm.mode == "single"
 
 
+@pytest.mark.slow
 def test_report_covers_all_seven_systems_and_the_markdown_equals_the_json(world: dict[str, Path]) -> None:
     report = _json(world["report"] / "report.json")
     assert [s["name"] for s in report["systems"]] == list(SYSTEM_NAMES)
@@ -173,6 +177,7 @@ def test_report_covers_all_seven_systems_and_the_markdown_equals_the_json(world:
         _check_cell(row[12], guard["blocked_rate"] if guard else None, None)
 
 
+@pytest.mark.slow
 def test_pareto_plot_is_a_real_png(world: dict[str, Path]) -> None:
     import matplotlib.image
 
@@ -185,6 +190,7 @@ def test_pareto_plot_is_a_real_png(world: dict[str, Path]) -> None:
     assert float(image[..., :3].std()) > 0.05  # not a blank canvas
 
 
+@pytest.mark.slow
 def test_eval_lists_systems_it_has_no_checkpoint_for(world: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "partial"
     args = ["eval", "--run", str(world["run"]), "--out", str(out), "--systems", "base,single_rl", "--bootstrap", "0"]
@@ -194,6 +200,28 @@ def test_eval_lists_systems_it_has_no_checkpoint_for(world: dict[str, Path], tmp
     assert skipped["base"] is None and "single-model RL checkpoint" in skipped["single_rl"]
     assert set(report["results"]["builtin:eval"]) == {"base"}
     assert "## Not evaluated" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_eval_averages_over_benchmark_files(world: dict[str, Path], shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "benchmarks"
+    strongreject = shared_data / "strongreject" / "strongreject_dataset.csv"  # harmful only: no ORR
+    xstest = shared_data / "xstest" / "xstest_prompts.csv"
+    args = ["eval", "--run", str(world["run"]), "--out", str(out), "--limit", "12", "--bootstrap", "50"]
+    args += ["--data", f"strongreject={strongreject}", "--data", f"xstest={xstest}"]
+    assert main([*args, "--systems", "base,untrained_pair,oracle_feedback,waltzrl"]) == 0
+    report = _json(out / "report.json")
+    assert [d["name"] for d in report["datasets"]] == ["strongreject", "xstest"]
+    assert [d["n"] for d in report["datasets"]] == [12, 12] and report["datasets"][0]["n_benign"] == 0
+    for name in ("base", "untrained_pair", "oracle_feedback", "waltzrl"):
+        sr, xs = report["results"]["strongreject"][name]["metrics"], report["results"]["xstest"][name]["metrics"]
+        avg = report["average"][name]
+        assert sr["orr"] is None and avg["orr"] == xs["orr"]  # ORR only where there are benign prompts
+        assert avg["asr"] == pytest.approx((sr["asr"] + xs["asr"]) / 2)
+        assert avg["ftr"] == pytest.approx((sr["ftr"] + xs["ftr"]) / 2)
+    tables = _tables((out / "report.md").read_text())
+    assert {"strongreject", "xstest"} <= set(tables)
+    assert all(row[2] == "–" for row in tables["strongreject"][1:])  # the ORR column
 
 
 # --- judge agreement -------------------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ def markdown(report: dict[str, Any]) -> str:
         "# waltz-ray evaluation",
         "",
         f"- datasets: {names}",
-        f"- judge: `{report['judge']['kind']}` {_judge_model(report['judge'])}",
+        f"- judge: `{report['judge']['kind']}`{_judge_model(report['judge'])}",
         f"- safeguard (systems with '+ safeguard'): {report.get('safeguard_description') or 'not used'}",
         f"- rates in percent; [{level}% bootstrap interval, {report['bootstrap']['n_resamples']} resamples of the "
         "prompts, stratified by label]; added latency and tokens are per prompt, for the feedback step (feedback "
@@ -153,14 +153,14 @@ MARKERS = ("o", "s", "^", "v", "D", "P", "*")
 
 def _judge_model(judge: dict[str, Any]) -> str:
     model = judge.get("model") or judge.get("model_path")
-    return f"({model})" if judge["kind"] != "rule" and model else ""
+    return f" ({model})" if judge["kind"] != "rule" and model else ""
 
 
 def plot_pareto(report: dict[str, Any], path: str | Path) -> None:
     """ASR (x) against ORR (y), both averaged over datasets, one point per system with its intervals.
 
-    Points are numbered in SPEC §6 order; systems that land on the same spot share one label ("3, 7"), and the
-    legend gives each system's name and (ASR, ORR)."""
+    Points are numbered in SPEC §6 order; systems within 5 points of each other share one label ("3, 4, 7"), and
+    the legend gives each system's name and (ASR, ORR)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -189,7 +189,8 @@ def plot_pareto(report: dict[str, Any], path: str | Path) -> None:
             alpha=0.9,
             label=f"{number}  {system['label']} ({pct(avg['asr'])}, {pct(avg['orr'])})",
         )
-        spots.setdefault((round(x, 1), round(y, 1)), []).append(number)
+        near = next((spot for spot in spots if abs(spot[0] - x) < 5 and abs(spot[1] - y) < 5), (x, y))
+        spots.setdefault(near, []).append(number)
     for (x, y), numbers in spots.items():
         ax.annotate(
             ", ".join(numbers), (x, y), textcoords="offset points", xytext=(9, 7), fontsize=9, fontweight="bold"
