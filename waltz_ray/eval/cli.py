@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from waltz_ray.config import WaltzConfig
 from waltz_ray.eval.systems import SYSTEM_NAMES
+
+if TYPE_CHECKING:
+    from waltz_ray.eval.runner import Dataset
 
 
 def _judge_arg(parser: argparse.ArgumentParser) -> None:
@@ -83,7 +87,7 @@ def add_agreement_parser(sub: Any, config_args: Callable[[argparse.ArgumentParse
 
 
 def run_eval(config: WaltzConfig, args: argparse.Namespace) -> int:
-    from waltz_ray.eval.runner import EvalOptions, evaluate, load_datasets, run_paths
+    from waltz_ray.eval.runner import EvalOptions, evaluate
 
     conversation, feedback = args.conversation, args.feedback
     if args.run and not (conversation and feedback):
@@ -116,8 +120,6 @@ def run_eval(config: WaltzConfig, args: argparse.Namespace) -> int:
 
 
 def _mode(run_dir: str) -> str:
-    from pathlib import Path
-
     from waltz_ray.config import load_config
 
     path = Path(run_dir) / "config.yaml"
@@ -136,8 +138,34 @@ def run_agreement(config: WaltzConfig, args: argparse.Namespace) -> int:
     result["judge_config"] = config.judge.model_dump(mode="json", exclude={"api_key_env", "api_key_file"})
     text = json.dumps(result, indent=2)
     if args.out:
-        from pathlib import Path
-
         Path(args.out).write_text(text + "\n", encoding="utf-8")
     print(text)
     return 0
+
+
+def load_datasets(config: WaltzConfig, sources: Sequence[str], limit: int | None) -> list[Dataset]:
+    """``NAME=SOURCE`` or ``SOURCE`` items through ``datasets.load_prompts``; none given: the run's own eval split
+    with its ``data.eval_limit`` and seed (the prompts ``eval_initial.json`` / ``eval_final.json`` were scored on)."""
+    from waltz_ray.datasets import load_prompts
+    from waltz_ray.eval.runner import Dataset
+
+    if not sources:
+        data = config.data
+        prompts = load_prompts(data.eval, benchmark=data.benchmark, limit=data.eval_limit, seed=config.seed)
+        return [Dataset(data.eval, data.eval, prompts)]
+    out = []
+    for item in sources:
+        name, sep, source = item.partition("=")
+        if not sep or Path(item).exists():
+            name, source = item, item
+        out.append(Dataset(name, source, load_prompts(source, limit=limit, seed=config.seed)))
+    return out
+
+
+def run_paths(run_dir: str | Path) -> tuple[str, str]:
+    """A training run's final checkpoints: ``<run>/checkpoints/final/{conversation,feedback}``."""
+    final = Path(run_dir) / "checkpoints" / "final"
+    for agent in ("conversation", "feedback"):
+        if not (final / agent / "config.json").is_file():
+            raise FileNotFoundError(f"{final / agent} is not a checkpoint: did the run in {run_dir} finish?")
+    return str(final / "conversation"), str(final / "feedback")

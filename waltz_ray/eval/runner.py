@@ -306,33 +306,6 @@ def _progress(items: list[System], enabled: bool, name: str) -> Any:
     return tqdm(items, desc=f"waltz-ray eval {name}", unit="system")
 
 
-def load_datasets(config: WaltzConfig, sources: Sequence[str], limit: int | None) -> list[Dataset]:
-    """``NAME=SOURCE`` or ``SOURCE`` items through ``datasets.load_prompts``; none given: the run's own eval split
-    with its ``data.eval_limit`` and seed (the prompts ``eval_initial.json`` / ``eval_final.json`` were scored on)."""
-    from waltz_ray.datasets import load_prompts
-
-    if not sources:
-        data = config.data
-        prompts = load_prompts(data.eval, benchmark=data.benchmark, limit=data.eval_limit, seed=config.seed)
-        return [Dataset(data.eval, data.eval, prompts)]
-    out = []
-    for item in sources:
-        name, sep, source = item.partition("=")
-        if not sep or Path(item).exists():
-            name, source = item, item
-        out.append(Dataset(name, source, load_prompts(source, limit=limit, seed=config.seed)))
-    return out
-
-
-def run_paths(run_dir: str | Path) -> tuple[str, str]:
-    """A training run's final checkpoints: ``<run>/checkpoints/final/{conversation,feedback}``."""
-    final = Path(run_dir) / "checkpoints" / "final"
-    for agent in ("conversation", "feedback"):
-        if not (final / agent / "config.json").is_file():
-            raise FileNotFoundError(f"{final / agent} is not a checkpoint: did the run in {run_dir} finish?")
-    return str(final / "conversation"), str(final / "feedback")
-
-
 def evaluate(config: WaltzConfig, options: EvalOptions, out_dir: str | Path) -> dict[str, Any]:
     """Run the evaluation and write report.json, report.md and pareto.png into ``out_dir``."""
     from waltz_ray.eval.report import write_report

@@ -1,6 +1,6 @@
 """Safeguard filters for the baselines (SPEC §6, systems 2 and 4): a flagged final answer is replaced by a refusal.
 
-Two safeguards: the evaluation judge itself (``judge``: an oracle filter when the judge sees dataset labels, as the
+Three safeguards: the evaluation judge itself (``judge``: an oracle filter when the judge sees dataset labels, as the
 rule judge does), or a classifier that sees only the text (``classifier``: a chat model asked whether the request
 is harmful, combined with the refusal detector, so only a complying answer to a request it calls harmful is
 replaced), or any other judge used as a classifier with the labels withheld (``llm``).
