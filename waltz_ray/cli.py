@@ -1,4 +1,4 @@
-"""The ``waltz-ray`` command line: train, init-tiny (and, as they land, eval, serve, judge-agreement)."""
+"""The ``waltz-ray`` command line: train, init-tiny, eval, judge-agreement (and, as it lands, serve)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from waltz_ray.config import ConfigError, load_config
 
@@ -40,12 +41,19 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = sub.add_parser("init-tiny", help="build (or reuse) the cached tiny instruct checkpoint")
     _config_args(tiny)
     tiny.add_argument("--force", action="store_true", help="rebuild even if cached")
+
+    from waltz_ray.eval.cli import add_agreement_parser, add_eval_parser
+
+    add_eval_parser(sub, _config_args)
+    add_agreement_parser(sub, _config_args)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    if args.command == "eval" and args.config is None and args.run:
+        args.config = str(Path(args.run) / "config.yaml")  # evaluate a run with the config it trained with
     try:
         config = load_config(args.config, args.overrides)
     except ConfigError as exc:
@@ -56,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(init_tiny(config, force=args.force))
         return 0
+    if args.command in ("eval", "judge-agreement"):
+        from waltz_ray.eval.cli import run_agreement, run_eval
+
+        return run_eval(config, args) if args.command == "eval" else run_agreement(config, args)
     if args.command == "train":
         from waltz_ray.checkpoint import CheckpointError
 

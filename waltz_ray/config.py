@@ -122,6 +122,11 @@ class RewardConfig(_Section):
 
 
 class AlgorithmConfig(_Section):
+    mode: Literal["waltz", "single"] = "waltz"
+    """waltz: the two-agent WaltzRL pair. single: the single-model RL baseline (SPEC §6, system 3) trained by the same
+    machinery: no feedback agent in the rollout (each episode is c0 alone, T_max = 0), the conversation agent trained
+    on type-A samples with R_c; the feedback agent is never updated. Stage 1 trains only the feedback agent, so a
+    single run must set ``stages.stage1_steps: 0`` and trains for ``stages.stage2_steps``."""
     advantage_estimator: str = "reinforce_pp"
     """Advantage estimator by registry name: reinforce_pp, grpo or rloo."""
     clip_eps: float = Field(0.2, gt=0.0, lt=1.0)
@@ -333,6 +338,15 @@ class WaltzConfig(_Section):
     """Checkpoint cadence and retention."""
     tiny: TinyConfig = Field(default_factory=TinyConfig)
     """Size and warm start of the embedded tiny models (``tiny://`` model paths)."""
+
+    @model_validator(mode="after")
+    def _single_has_no_stage1(self) -> WaltzConfig:
+        if self.algorithm.mode == "single" and self.stages.stage1_steps:
+            raise ValueError(
+                "algorithm.mode 'single' has no feedback agent to train in stage 1: set stages.stage1_steps=0 "
+                f"(got {self.stages.stage1_steps}); its conversation agent trains for stages.stage2_steps"
+            )
+        return self
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

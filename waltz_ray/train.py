@@ -110,7 +110,9 @@ def rollout_settings(config: WaltzConfig, evaluation: bool = False) -> RolloutSe
         feedback_system=protocol.FEEDBACK_SYSTEM_PROMPT if fb.system_prompt is None else fb.system_prompt,
         conversation_params=conv_params,
         feedback_params=fb_params,
-        t_max=config.rollout.t_max,
+        # algorithm.mode single (the single-model RL baseline): no feedback round, so episodes are c0 alone and
+        # every sample is a type-A conversation sample; the only place the trainer (inline or Ray) checks the mode.
+        t_max=0 if config.algorithm.mode == "single" else config.rollout.t_max,
         revision_template=config.rollout.revision_template or protocol.DEFAULT_REVISION_TEMPLATE,
     )
 
