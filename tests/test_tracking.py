@@ -84,3 +84,42 @@ def test_the_wandb_key_is_written_nowhere(
     assert CANARY not in caplog.text and CANARY not in captured.out and CANARY not in captured.err
     assert files_holding(out, CANARY) == []
     assert not (tmp_path / "home" / ".netrc").exists()
+
+
+@pytest.mark.parametrize(
+    ("env_mode", "key", "key_file", "expected"),
+    [
+        (None, None, False, "offline"),  # no key: offline by default
+        (None, CANARY, False, "online"),  # a key in the environment: online
+        (None, None, True, "online"),  # a key file: online
+        ("offline", CANARY, False, "offline"),  # $WANDB_MODE wins (scripts/env.sh sets offline)
+        ("disabled", None, False, None),
+    ],
+)
+def test_auto_mode_goes_online_exactly_when_a_key_is_given(
+    env_mode: str | None,
+    key: str | None,
+    key_file: bool,
+    expected: str | None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import wandb
+
+    seen: list[str] = []
+
+    def fake_init(mode: str, **kwargs: Any) -> Any:
+        seen.append(mode)
+        return type("Run", (), {"id": "r", "finish": lambda self: None})()
+
+    monkeypatch.setattr(wandb, "init", fake_init)
+    for name, value in (("WANDB_MODE", env_mode), ("WANDB_API_KEY", key)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    path = tmp_path / "key"
+    path.write_text(CANARY)
+    config = LoggingConfig(wandb_mode="auto", wandb_key_file=str(path) if key_file else None)
+    Tracker(tmp_path, config, {}, name="t").close()
+    assert seen == ([expected] if expected else [])

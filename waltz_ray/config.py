@@ -274,8 +274,9 @@ class StagesConfig(_Section):
 
 
 class LoggingConfig(_Section):
-    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
-    """W&B mode; online needs WANDB_API_KEY or ``wandb_key_file``."""
+    wandb_mode: Literal["auto", "offline", "online", "disabled"] = "auto"
+    """W&B mode. auto: ``$WANDB_MODE`` if set (``scripts/env.sh`` sets offline), else online when a key is given
+    (``WANDB_API_KEY`` or ``wandb_key_file``) and offline otherwise. online without a key logs offline."""
     wandb_project: str = "waltz-ray"
     """W&B project name."""
     wandb_entity: str | None = None

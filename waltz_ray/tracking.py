@@ -80,6 +80,12 @@ class Tracker:
         handed to W&B in memory only (no ``wandb.login``, which writes ``~/.netrc``). Online but unreachable: the
         run logs offline instead (``wandb sync`` uploads it later); any other failure: no W&B, training goes on."""
         mode = config.wandb_mode
+        if mode == "auto":  # $WANDB_MODE when set (scripts/env.sh: offline), else online exactly when a key is given
+            env_mode = os.environ.get("WANDB_MODE", "")
+            has_key = bool(os.environ.get("WANDB_API_KEY") or config.wandb_key_file)
+            mode = env_mode if env_mode in ("offline", "online", "disabled") else ("online" if has_key else "offline")
+            if mode == "disabled":
+                return None
         key = os.environ.get("WANDB_API_KEY")
         if mode == "online" and not key and config.wandb_key_file:
             try:
