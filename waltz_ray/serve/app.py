@@ -172,9 +172,9 @@ def run_server(config: WaltzConfig, model_paths: Mapping[AgentName, str], stop: 
     if not key_digests:
         log.warning("serving WITHOUT authentication (serve.require_api_key=false)")
     stop = stop or threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     with ray_session():
+        for signum in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs its own SIGTERM handler
+            signal.signal(signum, lambda *_: stop.set())
         port = start_http(config.serve)
         names = deploy(config, model_paths, key_digests)
         print(f"waltz-ray: serving {config.serve.model_name!r} on http://{config.serve.host}:{port}/v1", flush=True)
