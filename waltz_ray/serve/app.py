@@ -8,6 +8,7 @@ first, while both agents still answer, so a request in flight can finish its rev
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Mapping
@@ -169,6 +170,7 @@ def run_server(config: WaltzConfig, model_paths: Mapping[AgentName, str], stop: 
     from waltz_ray.runtime.driver import ray_session
 
     key_digests = tuple(digest(k) for k in read_keys(config.serve))  # before Ray starts: a missing key fails fast
+    os.environ.pop(config.serve.api_key_env, None)  # a local Ray's daemons and workers would inherit the keys
     if not key_digests:
         log.warning("serving WITHOUT authentication (serve.require_api_key=false)")
     stop = stop or threading.Event()
