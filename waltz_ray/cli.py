@@ -1,4 +1,4 @@
-"""The ``waltz-ray`` command line: train, init-tiny, eval, judge-agreement (and, as it lands, serve)."""
+"""The ``waltz-ray`` command line: train, serve, init-tiny, eval, judge-agreement."""
 
 from __future__ import annotations
 
@@ -38,6 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue from the latest complete checkpoint in --out (an error if there is none or it is corrupt)",
     )
 
+    served = sub.add_parser("serve", help="serve the pair over an OpenAI-compatible HTTP API (Ray Serve)")
+    _config_args(served)
+    served.add_argument(
+        "--conversation", help="conversation agent checkpoint (default: agents.conversation.model_path)"
+    )
+    served.add_argument("--feedback", help="feedback agent checkpoint (default: agents.feedback.model_path)")
+    served.add_argument("--host", help="override serve.host (default 127.0.0.1)")
+    served.add_argument("--port", type=int, help="override serve.port (0 picks a free port)")
+
     tiny = sub.add_parser("init-tiny", help="build (or reuse) the cached tiny instruct checkpoint")
     _config_args(tiny)
     tiny.add_argument("--force", action="store_true", help="rebuild even if cached")
@@ -68,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from waltz_ray.eval.cli import run_agreement, run_eval
 
         return run_eval(config, args) if args.command == "eval" else run_agreement(config, args)
+    if args.command == "serve":
+        from waltz_ray.serve.app import serve_command
+
+        return serve_command(config, args.conversation, args.feedback, host=args.host, port=args.port)
     if args.command == "train":
         from waltz_ray.checkpoint import CheckpointError
 

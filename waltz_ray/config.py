@@ -310,6 +310,107 @@ class TinyConfig(_Section):
     """Transformer layers of the tiny Llama models."""
 
 
+class ServeAutoscalingConfig(_Section):
+    enabled: bool = False
+    """Let Serve scale the deployment between ``min_replicas`` and ``max_replicas`` (``num_replicas`` unused)."""
+    min_replicas: int = Field(1, ge=0, le=4096)
+    """Fewest replicas (0 lets an idle deployment scale to zero, at the price of a cold start)."""
+    max_replicas: int = Field(2, ge=1, le=4096)
+    """Most replicas."""
+    target_ongoing_requests: float = Field(4.0, gt=0.0, le=10_000.0)
+    """Ongoing requests per replica that Serve's autoscaler aims for."""
+    upscale_delay_s: float = Field(30.0, ge=0.0, le=86_400.0)
+    """How long the load must stay above target before a replica is added."""
+    downscale_delay_s: float = Field(600.0, ge=0.0, le=86_400.0)
+    """How long the load must stay below target before a replica is removed."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ServeAutoscalingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})")
+        return self
+
+
+class ServeDeploymentConfig(_Section):
+    num_replicas: int = Field(1, ge=1, le=4096)
+    """Replicas of this deployment (unused when ``autoscaling.enabled``)."""
+    num_cpus: float = Field(0.25, ge=0.0, le=1024.0)
+    """CPUs per replica (fractions allowed; every replica must fit the cluster or it waits forever)."""
+    num_gpus: float = Field(0.0, ge=0.0, le=8.0)
+    """GPUs per replica (vLLM agents on a GPU cluster: 1)."""
+    max_ongoing_requests: int = Field(16, ge=1, le=100_000)
+    """Requests one replica works on at once; more wait in the caller's queue."""
+    max_queued_requests: int = Field(32, ge=1, le=1_000_000)
+    """Requests that may wait for a replica at each caller (the HTTP proxy for the ingress, the ingress for the
+    agents); beyond it the request is answered 503 at once (backpressure), never queued without bound."""
+    max_batch_size: int = Field(8, ge=1, le=1024)
+    """Agent deployments: concurrent requests grouped into one generate call (ignored by the ingress)."""
+    autoscaling: ServeAutoscalingConfig = Field(default_factory=ServeAutoscalingConfig)
+    """Serve autoscaling (off by default: ``num_replicas`` fixed)."""
+
+
+class ServeIngressConfig(ServeDeploymentConfig):
+    """The HTTP ingress: light (no model), so a small CPU share and a larger concurrency. A subclass rather than a
+    ``default_factory`` so that setting one field keeps these defaults."""
+
+    num_cpus: float = Field(0.1, ge=0.0, le=1024.0)
+    """CPUs per replica (fractions allowed; every replica must fit the cluster or it waits forever)."""
+    max_ongoing_requests: int = Field(64, ge=1, le=100_000)
+    """Requests one replica works on at once; more wait in the caller's queue."""
+    max_queued_requests: int = Field(64, ge=1, le=1_000_000)
+    """Requests that may wait for a replica at each caller (the HTTP proxy for the ingress, the ingress for the
+    agents); beyond it the request is answered 503 at once (backpressure), never queued without bound."""
+
+
+class ServeConfig(_Section):
+    host: str = "127.0.0.1"
+    """Address the HTTP server binds to (loopback by default; 0.0.0.0 exposes it to the network)."""
+    port: int = Field(8000, ge=0, le=65535)
+    """HTTP port (0 picks a free one)."""
+    model_name: str = Field("waltz", min_length=1, max_length=256)
+    """Model id the API reports in ``/v1/models`` and expects in requests."""
+    api_key_env: str = "WALTZ_SERVE_API_KEYS"
+    """Environment variable holding the accepted API keys (comma-separated); the keys are never stored in a config."""
+    api_key_file: str | None = None
+    """File holding accepted API keys, one per line (``#`` starts a comment), in addition to ``api_key_env``."""
+    require_api_key: bool = True
+    """Refuse to start without at least one API key; false serves without authentication (trusted networks only)."""
+    hide_feedback: bool = False
+    """Leave the feedback agent's texts (reasoning and feedback) out of the ``waltz`` object; labels stay."""
+    request_timeout_s: float = Field(120.0, gt=0.0, le=86_400.0)
+    """Whole-request time limit (all protocol turns); past it the request is cancelled and answered 504."""
+    default_temperature: float = Field(0.0, ge=0.0, le=2.0)
+    """Conversation agent temperature when a request gives none (0 = greedy, as in evaluation)."""
+    max_tokens_limit: int = Field(1024, ge=1, le=32768)
+    """Largest ``max_tokens`` a request may ask for; omitted, it is the conversation agent's ``max_new_tokens``."""
+    max_messages: int = Field(32, ge=1, le=10_000)
+    """Most messages in one request."""
+    max_message_chars: int = Field(16_000, ge=1, le=10_000_000)
+    """Longest message content, in characters."""
+    max_total_chars: int = Field(64_000, ge=1, le=100_000_000)
+    """Longest conversation (all message contents together), in characters."""
+    max_body_bytes: int = Field(1_000_000, ge=1024, le=1_000_000_000)
+    """Largest request body; a bigger one is answered 413 without being read."""
+    batch_wait_s: float = Field(0.01, ge=0.0, le=10.0)
+    """How long an agent replica waits for more requests to fill a generate batch."""
+    num_threads: int | None = Field(1, ge=1, le=1024)
+    """torch threads per agent replica; None uses the replica's CPU share (at least one)."""
+    health_check_period_s: float = Field(10.0, gt=0.0, le=3600.0)
+    """How often Serve checks each replica's health (a failing replica is replaced)."""
+    health_check_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
+    """How long a health check may take before the replica counts as unhealthy."""
+    graceful_shutdown_timeout_s: float = Field(60.0, ge=0.0, le=86_400.0)
+    """On shutdown, how long replicas may finish in-flight requests before they are killed."""
+    retry_after_s: float = Field(1.0, ge=0.0, le=3600.0)
+    """``Retry-After`` sent with 503 backpressure answers."""
+    ingress: ServeIngressConfig = Field(default_factory=ServeIngressConfig)
+    """The HTTP ingress deployment (auth, validation, the protocol loop); it holds no model."""
+    conversation: ServeDeploymentConfig = Field(default_factory=ServeDeploymentConfig)
+    """The conversation agent's deployment (engine and dtype come from ``agents.conversation``)."""
+    feedback: ServeDeploymentConfig = Field(default_factory=ServeDeploymentConfig)
+    """The feedback agent's deployment (engine and dtype come from ``agents.feedback``)."""
+
+
 class WaltzConfig(_Section):
     """The whole run."""
 
@@ -339,6 +440,8 @@ class WaltzConfig(_Section):
     """Checkpoint cadence and retention."""
     tiny: TinyConfig = Field(default_factory=TinyConfig)
     """Size and warm start of the embedded tiny models (``tiny://`` model paths)."""
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    """Serving the trained pair with Ray Serve (``waltz-ray serve``): HTTP, auth, limits, deployments."""
 
     @model_validator(mode="after")
     def _single_has_no_stage1(self) -> WaltzConfig:

@@ -91,6 +91,21 @@ def test_conversation_messages_for_zero_one_and_two_rounds() -> None:
     ]
 
 
+def test_multi_turn_context_sits_between_system_prompt_and_prompt() -> None:
+    context: list[Message] = [{"role": "user", "content": "u0"}, {"role": "assistant", "content": "a0"}]
+    out = conversation_messages("SYS", "p", [("c0", "f0")], revision_template="FB: {feedback}", context=context)
+    assert out == [
+        {"role": "system", "content": "SYS"},
+        *context,
+        {"role": "user", "content": "p"},
+        {"role": "assistant", "content": "c0"},
+        {"role": "user", "content": "FB: f0"},
+    ]
+    out[1]["content"] = "changed"
+    assert context[0]["content"] == "u0"  # the caller's messages are copied, not shared
+    assert conversation_messages("", "p", context=context)[:2] == context
+
+
 def test_empty_system_prompt_means_no_system_message() -> None:
     assert conversation_messages("", "p") == [{"role": "user", "content": "p"}]
     assert feedback_messages("", "p", "c0", template="{prompt}|{response}") == [{"role": "user", "content": "p|c0"}]

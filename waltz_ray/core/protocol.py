@@ -83,13 +83,16 @@ def conversation_messages(
     prompt: str,
     history: Sequence[tuple[str, str]] = (),
     revision_template: str = DEFAULT_REVISION_TEMPLATE,
+    context: Sequence[Message] = (),
 ) -> list[Message]:
     """The conversation agent's state: p, then c0, f0, c1, f1, ... for each (response, feedback) in ``history``.
 
     Empty history is the c0 state; one (c0, f0) pair is the c1 state. Feedback returns as a user turn.
+    ``context`` holds earlier turns of a multi-turn chat (serving), placed between the system prompt and ``prompt``;
+    training and evaluation are single-turn and leave it empty.
     """
     check_template(revision_template, REVISION_PLACEHOLDERS)
-    messages = [*_system(system_prompt), {"role": "user", "content": prompt}]
+    messages = [*_system(system_prompt), *(dict(m) for m in context), {"role": "user", "content": prompt}]
     for response, feedback in history:
         messages.append({"role": "assistant", "content": response})
         messages.append({"role": "user", "content": _fill(revision_template, {"feedback": feedback})})
