@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -78,3 +79,36 @@ def test_seed_table_reads_finished_runs(tmp_path: Path) -> None:
     (tmp_path / "seed1" / "eval_final.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"missing eval_final\.json"):
         seeds.run_summary(tmp_path / "seed1")
+
+
+@pytest.mark.timeout(360)
+def test_generation_benchmark_runs_reduced(tmp_path: Path) -> None:
+    """HF and vLLM generate the same batch in one invocation; tokens are counted for both and the last stdout line
+    is the ratio of their tokens/s."""
+    pytest.importorskip("transformers")
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vLLM is not installed (pip install 'waltz-ray[cpu]')")
+    out = tmp_path / "generation"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "generation.py"), "--reduced", "--out", str(out)],
+        cwd=ROOT,
+        env=dict(os.environ, OMP_NUM_THREADS="2"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+    last = re.fullmatch(r"vllm_over_hf=([0-9.]+(?:[eE][+-]?\d+)?)", lines[-1])
+    assert last is not None, lines[-5:]
+    summary = json.loads((out / "generation.json").read_text())
+    assert summary["batch"] == 8 and summary["rounds"] == 2 and summary["max_new_tokens"] == 16
+    for engine in ("hf", "vllm"):
+        # every round generated at least one token per prompt and at most max_new_tokens
+        assert 2 * 8 <= summary["totals"][engine]["tokens"] <= 2 * 8 * 16
+        assert summary["totals"][engine]["seconds"] > 0
+    rates = summary["tokens_per_s"]
+    assert summary["vllm_over_hf_totals"] == pytest.approx(rates["vllm"] / rates["hf"])
+    assert (
+        float(last.group(1)) == pytest.approx(summary["vllm_over_hf"], abs=1e-3) and len(summary["paired_ratios"]) == 2
+    )
