@@ -112,3 +112,36 @@ def test_generation_benchmark_runs_reduced(tmp_path: Path) -> None:
     assert (
         float(last.group(1)) == pytest.approx(summary["vllm_over_hf"], abs=1e-3) and len(summary["paired_ratios"]) == 2
     )
+
+
+@pytest.mark.timeout(360)
+def test_scaling_benchmark_runs_reduced(tmp_path: Path) -> None:
+    """The real queue, producer and proxies driven by sleeping actors: staleness stays within max_staleness, no
+    batch is dropped, utilisations are fractions, and no run beats the cost model (sleeps are lower bounds)."""
+    out = tmp_path / "scaling"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "scaling.py"), "--reduced", "--out", str(out)],
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+    last = re.fullmatch(r"max_utilisation=([0-9.]+)", lines[-1])
+    assert last is not None, lines[-5:]
+    summary = json.loads((out / "scaling.json").read_text())
+    rows = summary["rows"]
+    assert [(r["gen_per_pool"], r["max_staleness"]) for r in rows] == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    for row in rows:
+        assert row["dropped_stale"] == 0
+        assert max(row["max_lag"].values()) <= row["max_staleness"]
+        for key in ("gen_utilisation", "learner_utilisation", "learner_side_busy"):
+            assert 0 < row[key] <= 1.0 + 1e-6, (key, row)
+        gen, learn = row["analytic_gen_side_s"], row["analytic_learner_side_s"]
+        floor = gen + learn if row["max_staleness"] == 0 else max(gen, learn)
+        assert row["model_s_per_step"] >= 0.98 * floor, row
+    assert {max(r["max_lag"].values()) for r in rows if r["max_staleness"] == 0} == {0}
+    largest = [r["learner_utilisation"] for r in rows if r["gen_per_pool"] == 2]
+    assert float(last.group(1)) == pytest.approx(max(largest), abs=1e-3)
