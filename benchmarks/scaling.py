@@ -32,11 +32,13 @@ Output (stdout): one row per (pool sizes, max_staleness) with generation and lea
 each actor over the measured window, averaged over the pool's actors; a generator's weight reload counts as busy),
 "learner side busy" (the share of the window in which any learner rank works: the driver updates the two agents'
 groups in turn, so each group alone is idle while the other updates), episodes per hour and per GPU-hour (model
-time), the staleness seen (max lag per agent) and stale drops; a planning table; and as the LAST line
-``max_utilisation=<fraction>``: the highest learner-pool utilisation (mean over ranks) among the runs of the largest
-configuration. The planning table comes from the cost model alone (``analytic_step``): per learner size, the fewest
-generation GPUs per pool whose generation side is no longer than the learner side, i.e. that keep the learners busy
-with max_staleness >= 1.
+time), the staleness seen (max lag per agent), stale drops and "x bound" (model seconds per step over the cost
+model's lower bound: generation side + learner side when synchronous, the longer of the two otherwise; the excess is
+the real runtime's overhead plus sleep and scheduling latency, both divided by the time scale); a planning table;
+and as the LAST line ``max_utilisation=<fraction>``: the highest learner-pool utilisation (mean over ranks) among
+the runs of the largest configuration. The planning table comes from the cost model alone (``analytic_step``): per
+learner size, the fewest generation GPUs per pool whose generation side is no longer than the learner side, i.e.
+that keep the learners busy with max_staleness >= 1.
 
     python benchmarks/scaling.py                          # sizes 1:1 2:2 4:4 8:8 (gen actors per pool : learner
                                                           # ranks per agent), max_staleness 0 1 2, 6 steps each
@@ -296,7 +298,9 @@ def run_config(
     episodes = (args.steps - 1) * workload.prompts_per_step
     gpus = 2 * gen + 2 * ranks
     gen_s, learn_s = analytic_step(args.cost, workload, gen, ranks)
+    bound = gen_s + learn_s if staleness == 0 else max(gen_s, learn_s)
     return {
+        "over_bound": model_s / (args.steps - 1) / bound,
         "analytic_gen_side_s": gen_s,
         "analytic_learner_side_s": learn_s,
         "gen_per_pool": gen,
@@ -351,8 +355,8 @@ def planning_table(cost: CostModel, w: Workload) -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| gen GPUs/pool | learner GPUs/agent | GPUs | max_staleness | model s/step | gen util | learner util "
-        "| learner side busy | episodes/h | episodes/GPU-h | max lag c / f | dropped stale |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| learner side busy | episodes/h | episodes/GPU-h | max lag c / f | dropped stale | x bound |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -360,9 +364,14 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {r['model_s_per_step']:.1f} | {r['gen_utilisation']:.2f} | {r['learner_utilisation']:.2f} "
             f"| {r['learner_side_busy']:.2f} "
             f"| {r['episodes_per_hour']:.0f} | {r['episodes_per_gpu_hour']:.0f} "
-            f"| {r['max_lag']['conversation']:g} / {r['max_lag']['feedback']:g} | {r['dropped_stale']} |"
+            f"| {r['max_lag']['conversation']:g} / {r['max_lag']['feedback']:g} | {r['dropped_stale']} "
+            f"| {r['over_bound']:.2f} |"
         )
     return "\n".join(lines)
+
+
+def replace_steps(args: argparse.Namespace, steps: int) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), "steps": steps})
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -415,6 +424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ray.get([g.spans.remote() for a in AGENTS for g in actors["gen"][a]], timeout=300)
         ray.get([r.spans.remote() for a in AGENTS for r in actors["learn"][a]], timeout=300)
         print(f"{count} simulated actors up in {time.monotonic() - start:.1f} s", flush=True)
+        # untimed: the actors' first calls import the runtime modules (seconds here, model minutes once scaled)
+        run_config(actors, 1, 1, 1, replace_steps(args, 2))
         rows = []
         for gen, ranks in sizes:
             for staleness in stalenesses:
