@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -78,3 +79,69 @@ def test_seed_table_reads_finished_runs(tmp_path: Path) -> None:
     (tmp_path / "seed1" / "eval_final.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"missing eval_final\.json"):
         seeds.run_summary(tmp_path / "seed1")
+
+
+@pytest.mark.timeout(360)
+def test_generation_benchmark_runs_reduced(tmp_path: Path) -> None:
+    """HF and vLLM generate the same batch in one invocation; tokens are counted for both and the last stdout line
+    is the ratio of their tokens/s."""
+    pytest.importorskip("transformers")
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vLLM is not installed (pip install 'waltz-ray[cpu]')")
+    out = tmp_path / "generation"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "generation.py"), "--reduced", "--out", str(out)],
+        cwd=ROOT,
+        env=dict(os.environ, OMP_NUM_THREADS="2"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+    last = re.fullmatch(r"vllm_over_hf=([0-9.]+(?:[eE][+-]?\d+)?)", lines[-1])
+    assert last is not None, lines[-5:]
+    summary = json.loads((out / "generation.json").read_text())
+    assert summary["batch"] == 8 and summary["rounds"] == 2 and summary["max_new_tokens"] == 16
+    for engine in ("hf", "vllm"):
+        # every round generated at least one token per prompt and at most max_new_tokens
+        assert 2 * 8 <= summary["totals"][engine]["tokens"] <= 2 * 8 * 16
+        assert summary["totals"][engine]["seconds"] > 0
+    rates = summary["tokens_per_s"]
+    assert summary["vllm_over_hf_totals"] == pytest.approx(rates["vllm"] / rates["hf"])
+    assert (
+        float(last.group(1)) == pytest.approx(summary["vllm_over_hf"], abs=1e-3) and len(summary["paired_ratios"]) == 2
+    )
+
+
+@pytest.mark.timeout(360)
+def test_scaling_benchmark_runs_reduced(tmp_path: Path) -> None:
+    """The real queue, producer and proxies driven by sleeping actors: staleness stays within max_staleness, no
+    batch is dropped, utilisations are fractions, and no run beats the cost model (sleeps are lower bounds)."""
+    out = tmp_path / "scaling"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "scaling.py"), "--reduced", "--out", str(out)],
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+    last = re.fullmatch(r"max_utilisation=([0-9.]+)", lines[-1])
+    assert last is not None, lines[-5:]
+    summary = json.loads((out / "scaling.json").read_text())
+    rows = summary["rows"]
+    assert [(r["gen_per_pool"], r["max_staleness"]) for r in rows] == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    for row in rows:
+        assert row["dropped_stale"] == 0
+        assert max(row["max_lag"].values()) <= row["max_staleness"]
+        for key in ("gen_utilisation", "learner_utilisation", "learner_side_busy"):
+            assert 0 < row[key] <= 1.0 + 1e-6, (key, row)
+        gen, learn = row["analytic_gen_side_s"], row["analytic_learner_side_s"]
+        floor = gen + learn if row["max_staleness"] == 0 else max(gen, learn)
+        assert row["model_s_per_step"] >= 0.98 * floor and row["over_bound"] >= 0.98, row
+    assert {max(r["max_lag"].values()) for r in rows if r["max_staleness"] == 0} == {0}
+    largest = [r["learner_utilisation"] for r in rows if r["gen_per_pool"] == 2]
+    assert float(last.group(1)) == pytest.approx(max(largest), abs=1e-3)
