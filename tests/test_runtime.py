@@ -151,7 +151,7 @@ def fake_generator_cls() -> type:
         def __init__(self, sleep_s: float = 0.0) -> None:
             self.sleep_s = sleep_s
 
-        def generate(self, chats: list[Any], params: GenerationParams) -> list[Completion]:
+        def generate(self, chats: list[Any], params: GenerationParams, min_version: int = 0) -> list[Completion]:
             time.sleep(self.sleep_s)
             return [Completion(f"reply {params.seed}", (1,), (2,)) for _ in chats]
 
