@@ -24,6 +24,7 @@ from waltz_ray.engines.hf import load_tokenizer
 from waltz_ray.rollout import RolloutSettings, StageTimer
 from waltz_ray.runtime.producer import RolloutProducer
 from waltz_ray.runtime.proxies import (
+    GeneratorFault,
     RemoteCallError,
     RemoteGenerator,
     RemoteJudge,
@@ -129,6 +130,22 @@ class RayTrainer(InlineTrainer):
         prompts, settings, ids = super().step_batch(step)
         versions = {name: agent.generator.policy_version for name, agent in self.agents.items()}
         return prompts, replace(settings, min_versions=versions), ids
+
+    def _evaluate(self, filename: str | None) -> dict[str, float]:
+        """The inline evaluation through the generation pools; a generation fault during it (an actor restarting,
+        or back with stale weights) refreshes the pools and evaluates again (greedy: the same result)."""
+        for agent in self.agents.values():  # a restarted actor must not evaluate with older weights
+            agent.generator.min_version = agent.generator.policy_version
+        attempts = self.config.runtime.max_actor_restarts + 1
+        for attempt in range(attempts):
+            try:
+                return super()._evaluate(filename)
+            except GeneratorFault as exc:
+                if attempt == attempts - 1:
+                    raise
+                log.warning("evaluation hit a generation fault, refreshing the pools and evaluating again: %s", exc)
+                self.refresh_generation_pools()
+        raise AssertionError("unreachable")
 
     def _push(self, name: AgentName, state: Any, version: int) -> None:
         """A weight sync that outlives generation actors restarting under it: wait for them, push again."""
