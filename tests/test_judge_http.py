@@ -64,27 +64,28 @@ def _make_handler(state: JudgeServer) -> type[BaseHTTPRequestHandler]:
                 state.in_flight[name] += 1
                 state.max_in_flight[name] = max(state.max_in_flight[name], state.in_flight[name])
             try:
-                self._respond(name, hit)
-            finally:
+                code, body = self._reply(name, hit)
+            finally:  # counted out before the answer is written: a client may send its next request at once
                 with state.lock:
                     state.in_flight[name] -= 1
+            self._send(code, body)
 
-        def _respond(self, name: str, hit: int) -> None:
+        def _reply(self, name: str, hit: int) -> tuple[int, bytes]:
             if name == "slow":
                 state.stop.wait(3.0)
             if name == "busy":
                 state.stop.wait(0.05)
             if name in ("always500",) or (name == "flaky" and hit == 1):
-                return self._send(500, b'{"error": "boom"}')
+                return 500, b'{"error": "boom"}'
             if name == "ratelimited" and hit == 1:
-                return self._send(429, b'{"error": "slow down"}')
+                return 429, b'{"error": "slow down"}'
             if name == "unauthorized":
-                return self._send(401, b'{"error": "bad key"}')
+                return 401, b'{"error": "bad key"}'
             if name == "malformed":
-                return self._send(200, b"{not json at all")
+                return 200, b"{not json at all"
             if name == "unsafe":
-                return self._send(200, _completion('```json\n{"unsafe": true, "overrefuse": false}\n```'))
-            self._send(200, _completion(OK_BODY))
+                return 200, _completion('```json\n{"unsafe": true, "overrefuse": false}\n```')
+            return 200, _completion(OK_BODY)
 
         def _send(self, code: int, body: bytes) -> None:
             self.send_response(code)
