@@ -77,6 +77,13 @@ def test_path_scheme_builds_once_and_reuses(monkeypatch: pytest.MonkeyPatch, tmp
     assert resolve_model_path("smol://instruct", config) == str(path) and len(builds) == 1
     assert smol.init_smol(force=True) == path and len(builds) == 2
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".building-")]  # staging folders removed
+    # the LLM judge takes the same paths
+    from waltz_ray import train
+
+    loaded: list[str] = []
+    monkeypatch.setattr(train.HFGenerator, "from_pretrained", classmethod(lambda cls, p: loaded.append(p) or cls))
+    train.build_judge(build_config({"judge": {"kind": "llm", "model_path": "smol://instruct"}}))
+    assert loaded == [str(path)] and len(builds) == 2
     with pytest.raises(ValueError, match=r"unknown smol model 'smol://base'; valid: smol://instruct"):
         resolve_model_path("smol://base", config)
     assert resolve_model_path("/some/checkpoint", config) == "/some/checkpoint"
