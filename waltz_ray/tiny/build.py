@@ -63,7 +63,12 @@ def tiny_key(config: WaltzConfig) -> str:
 
 
 def resolve_model_path(path: str, config: WaltzConfig) -> str:
-    """Turn ``tiny://<name>`` into the cached checkpoint directory (building it on first use); others pass through."""
+    """Turn ``tiny://<name>`` (the tiny world) or ``smol://instruct`` (SmolLM2, ``waltz_ray.smol``) into the cached
+    checkpoint directory, building it on first use; other paths pass through."""
+    if path.startswith("smol://"):
+        from waltz_ray.smol import resolve_smol_path
+
+        return resolve_smol_path(path)
     if not path.startswith(TINY_SCHEME):
         return path
     return str(init_tiny(config))
