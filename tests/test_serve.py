@@ -429,7 +429,8 @@ def test_fuzzed_authorization_headers_are_401(served: Served) -> None:
 
 
 def test_backpressure_is_503_and_the_server_recovers(served: Served) -> None:
-    slow = ask("[[feedback:sleep=1.5]] what is bread?", max_tokens=4)
+    # 3 s each: all 12 arrive while the first 4 are still in service, even when a loaded machine spreads the sends
+    slow = ask("[[feedback:sleep=3]] what is bread?", max_tokens=4)
     with ThreadPoolExecutor(12) as pool:
         responses = list(pool.map(lambda _: served.post(slow), range(12)))
     statuses = sorted(r.status_code for r in responses)
