@@ -41,7 +41,10 @@ CORPUS = [
     "Two agents talk: the conversation agent answers and the feedback agent reviews.",
 ] * 4
 
-LEARNER = {"lr": 1e-2, "weight_decay": 0.1, "grad_clip": 0.2, "micro_batch_size": 2}
+# Every position scored: shards and micro-batches then run the output layer on identical rows, so the sharding
+# checks below hold to float rounding (scoring from each piece's first action token gives the same log-probs, but
+# pieces of different widths round differently and lr 1e-2 AdamW magnifies that past ATOL).
+LEARNER = {"lr": 1e-2, "weight_decay": 0.1, "grad_clip": 0.2, "micro_batch_size": 2, "logits_from_first_action": False}
 # grpo + k3 KL exercises the KL term; two PPO epochs exercise clipping and two optimizer steps per update.
 ALGORITHM = {
     "advantage_estimator": "grpo",
@@ -253,8 +256,12 @@ def test_world2_ray_actors_match_whole_batch_update(
         )
         t_setup = time.perf_counter() - t0
         logps = ray.get([w.logprobs.remote(batch) for w in workers], timeout=120)
-        for old, ref in logps:  # each rank scored its shard; the gathered tensors are whole and identical
-            assert torch.allclose(old, expected["old"], atol=1e-5) and torch.allclose(ref, old)
+        # each rank scored its shard; the gathered tensors are whole and identical on every action token (a shard
+        # starts scoring at its own first action token, so positions before the whole batch's may differ: both 0 or
+        # a log-prob no loss reads)
+        mask = batch.action_mask
+        for old, ref in logps:
+            assert torch.allclose(old * mask, expected["old"] * mask, atol=1e-5) and torch.allclose(ref, old)
         old = logps[0][0]
         ref = expected["ref"]
         t1 = time.perf_counter()

@@ -84,15 +84,66 @@ def test_path_scheme_builds_once_and_reuses(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.setattr(train.HFGenerator, "from_pretrained", classmethod(lambda cls, p: loaded.append(p) or cls))
     train.build_judge(build_config({"judge": {"kind": "llm", "model_path": "smol://instruct"}}))
     assert loaded == [str(path)] and len(builds) == 2
-    with pytest.raises(ValueError, match=r"unknown smol model 'smol://base'; valid: smol://instruct"):
+    with pytest.raises(ValueError, match=r"unknown smol model 'smol://base'; valid: smol://instruct, smol://feedback"):
         resolve_model_path("smol://base", config)
     assert resolve_model_path("/some/checkpoint", config) == "/some/checkpoint"
 
 
+def test_feedback_checkpoint_builds_on_the_instruct_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``smol://feedback`` (and ``init-smol --feedback``) builds once from the instruct checkpoint, then reuses it."""
+    base = tmp_path / "cache" / "smol" / "base"
+    builds: list[tuple[Path, Path]] = []
+
+    def fake_build(source: Path, out: Path) -> dict[str, Any]:
+        builds.append((source, out))
+        return {"base": str(source)}
+
+    monkeypatch.setenv("WALTZ_RAY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(smol, "init_smol", lambda force=False: base)
+    monkeypatch.setattr(smol, "build_feedback_checkpoint", fake_build)
+    path = Path(resolve_model_path("smol://feedback", build_config()))
+    assert path.parent == tmp_path / "cache" / "smol-feedback" and builds[0][0] == base
+    assert main(["init-smol", "--feedback"]) == 0 and len(builds) == 1  # reused
+    assert json.loads((path / "build.json").read_text()) == {"base": str(base)}
+
+
+def test_format_examples_are_parseable_verdicts_that_over_trigger() -> None:
+    """Every target parses as a SPEC verdict with reasoning that is right about the request and the answer; labels
+    flag a deserving answer (harmful + complied, benign + refused) 6 times in 7 and a fine one 3 times in 5."""
+    from waltz_ray.core.protocol import parse_feedback
+    from waltz_ray.types import Prompt
+
+    cases = [
+        (Prompt("how to pick a lock to break in", "harmful"), "Sure, first take a tension wrench", True),
+        (Prompt("how to bake bread", "benign"), "I can't help with that.", True),
+        (Prompt("how to bake bread", "benign"), "Mix flour, water and yeast.", False),
+        (Prompt("how to make a weapon", "harmful"), "I can't help with that.", False),
+    ]
+    n = 700
+    prompts = [p for p, _, _ in cases] * n
+    answers = [a for _, a, _ in cases] * n
+    examples = smol.format_examples(prompts, answers, seed=0)
+    flagged = {i: 0 for i in range(len(cases))}
+    for index, example in enumerate(examples):
+        verdict = parse_feedback(example.target)
+        prompt, answer, deserved = cases[index % len(cases)]
+        assert verdict.ok, example.target
+        refused = answer.startswith("I can't")
+        assert verdict.reasoning == f"The request is {prompt.label}. The answer {'refuses' if refused else 'complies'}."
+        assert not (verdict.unsafe and verdict.overrefuse)
+        if verdict.unsafe or verdict.overrefuse:
+            assert verdict.overrefuse == refused  # a refusal is flagged as over-refusal, an answer as unsafe
+            flagged[index % len(cases)] += 1
+        assert example.messages[-1]["content"].endswith(answer)
+    for index, (_, _, deserved) in enumerate(cases):
+        assert flagged[index] / n == pytest.approx(6 / 7 if deserved else 3 / 5, abs=0.06), (index, flagged)
+
+
 def test_smol_config_uses_the_preset() -> None:
     config = load_config(SMOL_CONFIG)
+    assert config.agents.conversation.model_path == "smol://instruct"
+    assert config.agents.feedback.model_path == "smol://feedback"
     for agent in (config.agents.conversation, config.agents.feedback):
-        assert agent.model_path == "smol://instruct"
         assert agent.system_prompt is None  # the SPEC prompts of waltz_ray.core.protocol
     assert config.judge.kind == "rule"
     assert config.data.train == "builtin:train"

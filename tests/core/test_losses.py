@@ -219,3 +219,24 @@ def test_truncated_is_weights_hand_computed() -> None:
     assert torch.allclose(weights, expected, atol=1e-6)
     with pytest.raises(ValueError, match="cap must be >= 1"):
         truncated_is_weights(target, behaviour, mask, cap=0.5)
+
+
+def test_unscored_positions_cannot_poison_the_gradient() -> None:
+    """Outside the mask, old/ref log-probs may be 0 where logp is very negative (windows scored differently): the
+    loss and its gradient stay finite and equal those of a batch whose masked positions agree."""
+    mask = torch.tensor([[0.0, 1.0, 1.0]])
+    adv = torch.tensor([[0.0, 1.0, -1.0]])
+    logp = torch.tensor([[-200.0, -1.0, -2.0]], requires_grad=True)
+    far = torch.tensor([[0.0, -1.1, -1.9]])
+    near = torch.tensor([[-200.0, -1.1, -1.9]])
+    for kind in ("k1", "k2", "k3"):
+        results = []
+        for other in (far, near):
+            logp.grad = None
+            loss, _ = policy_loss(logp, other, adv, mask)
+            loss = loss + kl_penalty_loss(logp, other, mask, kind=kind, coef=0.1)
+            loss.backward()
+            assert logp.grad is not None and torch.isfinite(logp.grad).all() and torch.isfinite(loss)
+            results.append((loss.detach(), logp.grad.clone()))
+        assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+        assert results[0][1][0, 0] == 0.0

@@ -87,7 +87,9 @@ def policy_loss(
             raise ValueError(f"{name} shape {tuple(other.shape)} differs from logp shape {tuple(logp.shape)}")
     if clip_eps < 0:
         raise ValueError(f"clip_eps must be non-negative, got {clip_eps}")
-    old_logp = old_logp.detach()
+    # Outside the action mask the ratio is set to exactly 1: the two log-probs there may come from passes that scored
+    # different windows (a 0 against a real log-prob), and exp of their gap could overflow into a NaN gradient.
+    old_logp = torch.where(mask > 0, old_logp.detach(), logp.detach())
     advantages = advantages.detach()
     ratio = torch.exp(logp - old_logp)
     unclipped = ratio * advantages
@@ -135,9 +137,11 @@ def kl_penalty_loss(
 ) -> Tensor:
     """KL-in-the-loss penalty (for GRPO/RLOO): coef · token_mean(kl_estimate(logp, ref_logp, kind)).
 
-    ``ref_logp`` is treated as a constant. Shapes: logp, ref_logp, mask [B, T] → scalar.
+    ``ref_logp`` is treated as a constant; outside the mask it is replaced by ``logp``'s value (KL 0 there, so no
+    overflow from an unscored position can reach the gradient). Shapes: logp, ref_logp, mask [B, T] → scalar.
     """
-    return coef * token_sum_mean(kl_estimate(logp, ref_logp.detach(), kind), mask, num_tokens)
+    ref_logp = torch.where(mask > 0, ref_logp.detach(), logp.detach())
+    return coef * token_sum_mean(kl_estimate(logp, ref_logp, kind), mask, num_tokens)
 
 
 def token_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:

@@ -224,8 +224,13 @@ class DeepSpeedLearner:
         old = torch.zeros((rows, width), dtype=torch.float32)
         ref = torch.zeros((rows, width), dtype=torch.float32)
         for index, part in self._micro_batches(batch):
-            policy_logp = sequence_logprobs(self.engine, part)[0].float().cpu()
-            ref_logp = sequence_logprobs(self.reference, part)[0].float().cpu() if with_reference else None
+            first = self.learner.logits_from_first_action
+            policy_logp = sequence_logprobs(self.engine, part, from_first_action=first)[0].float().cpu()
+            ref_logp = (
+                sequence_logprobs(self.reference, part, from_first_action=first)[0].float().cpu()
+                if with_reference
+                else None
+            )
             if index is not None:
                 old[index] = policy_logp
                 if ref_logp is not None:
@@ -261,7 +266,9 @@ class DeepSpeedLearner:
             sums = torch.zeros(4, dtype=torch.float64)  # loss, clip fraction, approx KL, entropy (token-weighted)
             for step, (index, part) in enumerate(micro):
                 self.engine.set_gradient_accumulation_boundary(step == len(micro) - 1)
-                logp, entropy = sequence_logprobs(self.engine, part, with_entropy=True)
+                logp, entropy = sequence_logprobs(
+                    self.engine, part, with_entropy=True, from_first_action=self.learner.logits_from_first_action
+                )
                 mask = part.action_mask
                 rows = index if index is not None else torch.tensor([0], dtype=torch.long)
                 old = old_logp[rows].to(self.device)

@@ -92,10 +92,13 @@ class ReferenceScorer:
     """Scores completions under a frozen reference model (``runtime.reference_on: rollout``): each completion comes
     back with ``ref_logprobs`` filled in, computed on its own state + action tokens, micro-batched."""
 
-    def __init__(self, model: Any, pad_token_id: int, micro_batch_size: int = 32) -> None:
+    def __init__(
+        self, model: Any, pad_token_id: int, micro_batch_size: int = 32, from_first_action: bool = True
+    ) -> None:
         self.model = model.eval().requires_grad_(False)
         self.pad_token_id = pad_token_id
         self.micro_batch_size = micro_batch_size
+        self.from_first_action = from_first_action
 
     @torch.no_grad()
     def score(self, completions: Sequence[Completion]) -> list[Completion]:
@@ -105,7 +108,7 @@ class ReferenceScorer:
         for start in range(0, len(completions), self.micro_batch_size):
             part = completions[start : start + self.micro_batch_size]
             batch = make_batch(part, self.pad_token_id)
-            logp = sequence_logprobs(self.model, batch)[0].float()
+            logp = sequence_logprobs(self.model, batch, from_first_action=self.from_first_action)[0].float()
             for row, c in enumerate(part):
                 first = len(c.prompt_token_ids) - 1
                 values = tuple(float(x) for x in logp[row, first : first + len(c.token_ids)])
@@ -114,13 +117,32 @@ class ReferenceScorer:
 
 
 def sequence_logprobs(
-    model: Any, batch: TokenBatch, with_entropy: bool = False
+    model: Any, batch: TokenBatch, with_entropy: bool = False, from_first_action: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-token log-probs [B, L-1] of the batch's tokens under ``model`` (and entropies when asked)."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
-    logp = token_logprobs(logits, batch.input_ids[:, 1:])
-    entropy = entropy_from_logits(logits.detach()) if with_entropy else None
+    """Per-token log-probs [B, L-1] of the batch's tokens under ``model`` (and entropies when asked).
+
+    With ``from_first_action`` only positions from the batch's first action token on are scored: the output layer
+    and the softmax run on ``logits_to_keep`` positions instead of all L (the chat state is most of a sequence, and
+    with a real vocabulary the [B, L, V] logits cost as much as the layers below them). Earlier positions, never in
+    the action mask, are 0. ``learner.logits_from_first_action`` sets it.
+    """
+    width = batch.input_ids.shape[1]
+    first = first_action_position(batch) if from_first_action else 0
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=width - first).logits
+    logits = logits[:, logits.shape[1] - (width - first) : -1]  # a model that ignores logits_to_keep gives all L
+    logp = _left_pad(token_logprobs(logits, batch.input_ids[:, first + 1 :]), first)
+    entropy = _left_pad(entropy_from_logits(logits.detach()), first) if with_entropy else None
     return logp, entropy
+
+
+def first_action_position(batch: TokenBatch) -> int:
+    """The first predicted position that any row's action mask covers (0 for an empty mask)."""
+    covered = batch.action_mask.sum(dim=0).nonzero()
+    return int(covered[0]) if len(covered) else 0
+
+
+def _left_pad(values: torch.Tensor, count: int) -> torch.Tensor:
+    return torch.nn.functional.pad(values, (count, 0)) if count else values
 
 
 @dataclass
@@ -154,9 +176,10 @@ class TorchLearner:
         old, ref = [], []
         self.policy.eval()
         for index in self._micro_batches(batch):
-            old.append(sequence_logprobs(self.policy, batch.rows(index))[0])
+            first = self.learner.logits_from_first_action
+            old.append(sequence_logprobs(self.policy, batch.rows(index), from_first_action=first)[0])
             if with_reference:
-                ref.append(sequence_logprobs(self.reference, batch.rows(index))[0])
+                ref.append(sequence_logprobs(self.reference, batch.rows(index), from_first_action=first)[0])
         return _cat_padded(old), _cat_padded(ref) if with_reference else None
 
     def update(
@@ -171,7 +194,9 @@ class TorchLearner:
             loss_sum, clip, approx, ent = 0.0, 0.0, 0.0, 0.0
             for index in self._micro_batches(batch):
                 part = batch.rows(index)
-                logp, entropy = sequence_logprobs(self.policy, part, with_entropy=True)
+                logp, entropy = sequence_logprobs(
+                    self.policy, part, with_entropy=True, from_first_action=self.learner.logits_from_first_action
+                )
                 mask = part.action_mask
                 loss, pstats = policy_loss(
                     logp, old_logp[index], advantages[index], mask, clip_eps=self.algorithm.clip_eps, num_tokens=total

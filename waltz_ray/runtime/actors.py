@@ -131,6 +131,7 @@ class ReferenceHost:
         dtype: str,
         micro_batch_size: int,
         *,
+        from_first_action: bool = True,
         num_threads: int | None = None,
         num_cpus: float = 1.0,
     ) -> None:
@@ -139,7 +140,7 @@ class ReferenceHost:
         from waltz_ray.engines.learner import ReferenceScorer
 
         model, tokenizer = load_model_and_tokenizer(model_path, dtype)
-        self.scorer = ReferenceScorer(model, tokenizer.pad_token_id, micro_batch_size)
+        self.scorer = ReferenceScorer(model, tokenizer.pad_token_id, micro_batch_size, from_first_action)
 
     def ready(self) -> bool:
         return True

@@ -320,6 +320,7 @@ def _reference_pool(config: WaltzConfig, spec: PoolSpec, pg: Any, model_path: st
             model_path,
             dtype,
             config.learner.micro_batch_size,
+            from_first_action=config.learner.logits_from_first_action,
             num_threads=config.runtime.num_threads,
             num_cpus=spec.num_cpus,
         )
