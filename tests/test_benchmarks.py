@@ -145,3 +145,14 @@ def test_scaling_benchmark_runs_reduced(tmp_path: Path) -> None:
     assert {max(r["max_lag"].values()) for r in rows if r["max_staleness"] == 0} == {0}
     largest = [r["learner_utilisation"] for r in rows if r["gen_per_pool"] == 2]
     assert float(last.group(1)) == pytest.approx(max(largest), abs=1e-3)
+
+
+def test_group_estimators_group_each_prompts_samples() -> None:
+    """The peer benchmark's GRPO is group-relative on both sides: ``step_batch`` repeats each prompt
+    samples_per_prompt times in a row, and the trainer groups episode ``<launch>-<i>`` by ``i // group_size``."""
+    from waltz_ray.train import prompt_groups
+
+    ids = ["7-0", "7-1", "7-2", "7-3", "7-5", "7-4"]  # a masked sample may be missing; order does not matter
+    assert prompt_groups(ids, 2) == [0, 0, 1, 1, 2, 2]
+    assert prompt_groups(ids, 3) == [0, 0, 0, 1, 1, 1]
+    assert prompt_groups(["3-0", "3-1", "4-0", "4-1"], 2) == [0, 0, 1, 1]  # launches never share a group

@@ -147,6 +147,17 @@ def prompt_stream(prompts: list[Prompt], seed: int) -> Iterator[Prompt]:
         yield from order
 
 
+def prompt_groups(episode_ids: list[str], group_size: int) -> list[int]:
+    """Dense prompt-group ids for GRPO/RLOO: episode ``<launch>-<i>`` answers prompt ``i // group_size`` of its
+    launch (``step_batch`` repeats each prompt ``group_size`` times in a row); ids not of that form group alone."""
+    keys: list[tuple[str, int | str]] = []
+    for eid in episode_ids:
+        launch, _, index = eid.rpartition("-")
+        keys.append((launch, int(index) // group_size) if index.isdigit() else (eid, ""))
+    dense = {key: n for n, key in enumerate(dict.fromkeys(keys))}
+    return [dense[key] for key in keys]
+
+
 def step_seed(seed: int, step: int, role: str) -> int:
     return (seed * 1_000_003 + step * 7919 + sum(map(ord, role))) % (2**31)
 
@@ -340,7 +351,7 @@ class InlineTrainer:
         with timer("advantage"):
             rewards = torch.tensor([s.reward for s in samples], dtype=torch.float32)
             kl = kl_estimate(old_logp, ref_logp, cfg.kl_estimator) * batch.action_mask
-            groups = [hash(s.episode_id.rsplit("-", 1)[0]) for s in samples] if group_size > 1 else None
+            groups = prompt_groups([s.episode_id for s in samples], group_size) if group_size > 1 else None
             advantages = self.estimator(
                 rewards, batch.action_mask, kl=kl, kl_coef=cfg.kl_coef, group_ids=groups, gamma=cfg.discount
             )
