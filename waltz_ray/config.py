@@ -27,6 +27,15 @@ class GenerationConfig(_Section):
     """Cap on generated tokens per turn for this agent (paper scale: 1024 conversation, 512-1024 feedback)."""
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     """Nucleus sampling mass used during training rollouts (evaluation is greedy)."""
+    min_new_tokens: int = Field(0, ge=0, le=32768)
+    """Generate at least this many tokens per turn before the end-of-turn token may be sampled (0: no floor). Set
+    to ``max_new_tokens`` to fix the generated tokens per turn (``benchmarks/peer_trl.py`` does, for a fair count)."""
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> GenerationConfig:
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError(f"min_new_tokens ({self.min_new_tokens}) > max_new_tokens ({self.max_new_tokens})")
+        return self
 
 
 class AgentConfig(_Section):

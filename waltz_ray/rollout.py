@@ -11,7 +11,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from waltz_ray.core import protocol
 from waltz_ray.engines.base import Generator, Judge, ReferenceModel
@@ -194,7 +194,7 @@ def _episode(episode_id: str, draft: _Draft, verdicts: list[JudgeVerdict]) -> Ep
 
 def greedy(params: GenerationParams) -> GenerationParams:
     """The same settings with temperature 0 (evaluation is greedy, SPEC §5)."""
-    return GenerationParams(max_new_tokens=params.max_new_tokens, temperature=0.0, top_p=1.0, seed=params.seed)
+    return replace(params, temperature=0.0, top_p=1.0)
 
 
 TimerFactory = Callable[[str], object]

@@ -100,9 +100,17 @@ def rollout_settings(config: WaltzConfig, evaluation: bool = False) -> RolloutSe
     """Protocol settings from the config; evaluation uses greedy decoding (SPEC §5)."""
     conv, fb = config.agents.conversation, config.agents.feedback
     conv_params = GenerationParams(
-        conv.generation.max_new_tokens, config.rollout.conversation_temperature, conv.generation.top_p
+        conv.generation.max_new_tokens,
+        config.rollout.conversation_temperature,
+        conv.generation.top_p,
+        min_new_tokens=conv.generation.min_new_tokens,
     )
-    fb_params = GenerationParams(fb.generation.max_new_tokens, config.rollout.feedback_temperature, fb.generation.top_p)
+    fb_params = GenerationParams(
+        fb.generation.max_new_tokens,
+        config.rollout.feedback_temperature,
+        fb.generation.top_p,
+        min_new_tokens=fb.generation.min_new_tokens,
+    )
     if evaluation:
         conv_params, fb_params = greedy(conv_params), greedy(fb_params)
     return RolloutSettings(

@@ -146,3 +146,4 @@ class GenerationParams:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int | None = None
+    min_new_tokens: int = 0  # the end-of-turn token is suppressed until this many tokens were generated

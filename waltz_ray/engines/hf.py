@@ -74,6 +74,7 @@ class HFGenerator:
             result = self.model.generate(
                 **enc,
                 max_new_tokens=params.max_new_tokens,
+                min_new_tokens=params.min_new_tokens or None,
                 do_sample=sample,
                 temperature=params.temperature if sample else None,
                 top_p=params.top_p if sample else None,

@@ -140,6 +140,7 @@ class VLLMGenerator:
             top_p=params.top_p if sample else 1.0,
             top_k=0,
             max_tokens=params.max_new_tokens,
+            min_tokens=params.min_new_tokens,
             logprobs=0,  # the sampled token's logprob only
             seed=None if params.seed is None else params.seed + index,
             stop_token_ids=[self.eos_token_id] if self.eos_token_id is not None else None,
