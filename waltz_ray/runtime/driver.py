@@ -258,6 +258,9 @@ def ray_session() -> Iterator[None]:
     if address is None:
         # a local Ray of our own: this machine's CPUs, every server on loopback (Ray binds all interfaces otherwise)
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        # Ray lowers its workers' priority by 15 nice levels by default (to keep the driver responsive), but here the
+        # actors do all the work while the driver waits: on a shared machine that default starves the run.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         kwargs.update(num_cpus=os.cpu_count() or 1, _node_ip_address="127.0.0.1")
     ray.init(**kwargs)
     try:
