@@ -352,23 +352,29 @@ class InlineTrainer:
         cfg = self.config.algorithm
         batch = make_batch([s.completion for s in samples], agent.tokenizer.pad_token_id)
         scored = rollout_reference_logprobs([s.completion for s in samples], batch.input_ids.shape[1])
-        with timer(f"{agent.name}_logprobs"):
-            old_logp, ref_logp = agent.learner.logprobs(batch, with_reference=scored is None)
-        if scored is not None:
-            ref_logp = scored
+        on_policy = self._on_policy_update(agent, samples)
+        old_logp, ref_logp = None, scored
+        if not (on_policy and scored is not None):  # on-policy: the update scores the policy itself
+            with timer(f"{agent.name}_logprobs"):
+                old_logp, learner_ref = agent.learner.logprobs(
+                    batch, with_reference=scored is None, with_policy=not on_policy
+                )
+            ref_logp = learner_ref if scored is None else scored
         with timer("advantage"):
             rewards = torch.tensor([s.reward for s in samples], dtype=torch.float32)
-            kl = kl_estimate(old_logp, ref_logp, cfg.kl_estimator) * batch.action_mask
+            kl = None if old_logp is None else kl_estimate(old_logp, ref_logp, cfg.kl_estimator) * batch.action_mask
             groups = prompt_groups([s.episode_id for s in samples], group_size) if group_size > 1 else None
             advantages = self.estimator(
                 rewards, batch.action_mask, kl=kl, kl_coef=cfg.kl_coef, group_ids=groups, gamma=cfg.discount
             )
-            off_policy = self._off_policy_weights(agent, samples, old_logp, batch.input_ids.shape[1])
+            off_policy = None
+            if old_logp is not None:
+                off_policy = self._off_policy_weights(agent, samples, old_logp, batch.input_ids.shape[1])
             if off_policy is not None:
                 weights, stale = off_policy
                 advantages = advantages * weights
         tokens = batch.num_tokens
-        batch_kl = float(kl.sum() / max(tokens, 1.0))
+        batch_kl = float("nan") if kl is None else float(kl.sum() / max(tokens, 1.0))
         if cfg.max_kl is not None and not batch_kl <= cfg.max_kl:  # (a NaN KL is past any bound)
             stats = self._skip(agent, f"KL to the reference {batch_kl:.4g} > algorithm.max_kl {cfg.max_kl:g}")
         else:
@@ -378,6 +384,8 @@ class InlineTrainer:
                 self._skip(agent, f"non-finite loss {stats.loss} or gradient norm {stats.grad_norm}")
             else:
                 self.consecutive_skips[agent.name] = 0
+        if kl is None:
+            batch_kl = stats.ref_kl  # the update measured it on the same forward pass
         extra: dict[str, float] = {}
         if off_policy is not None:
             corrected = float(stale.sum())
@@ -399,6 +407,19 @@ class InlineTrainer:
             f"faults/skipped_updates_{agent.name}": float(self.skipped_updates[agent.name]),
             f"{agent.name}/response_tokens": tokens / len(samples),
         }
+
+    def _on_policy_update(self, agent: Agent, samples: list[Sample]) -> bool:
+        """Whether the update can take its old log-probs from its own forward pass instead of a separate scoring
+        pass (TRL's GRPO and OpenRLHF do the same): one epoch, a group estimator (the KL goes into the loss, not into
+        the advantages), no KL bound to check before the update, and no sample older than the learner."""
+        cfg = self.config.algorithm
+        current = agent.learner.policy_version
+        return (
+            cfg.ppo_epochs == 1
+            and cfg.advantage_estimator in ("grpo", "rloo")
+            and cfg.max_kl is None
+            and all(s.policy_version >= current for s in samples)
+        )
 
     def _skip(self, agent: Agent, why: str) -> UpdateStats:
         """Count a skipped update (the trainer's KL bound, or the learner's own non-finite check) and stop the run

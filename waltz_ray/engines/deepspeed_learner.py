@@ -29,6 +29,7 @@ import math
 import os
 import socket
 import time
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ import torch
 
 from waltz_ray.config import AlgorithmConfig, LearnerConfig
 from waltz_ray.core.losses import kl_penalty_loss, policy_loss
-from waltz_ray.engines.learner import TokenBatch, UpdateStats, sequence_logprobs
+from waltz_ray.engines.learner import TokenBatch, UpdateStats, reference_kl, sequence_logprobs
 
 log = logging.getLogger(__name__)
 
@@ -215,30 +216,35 @@ class DeepSpeedLearner:
 
     # ----------------------------------------------------------------------------------------------- forward
     @torch.no_grad()
-    def logprobs(self, batch: TokenBatch, with_reference: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(old log-probs under the current policy, reference log-probs or None when not asked for), both [B, L-1]
-        on CPU, identical on every rank: each rank scores its shard into a zero-filled tensor, then one all-reduce
-        sum assembles them."""
+    def logprobs(
+        self, batch: TokenBatch, with_reference: bool = True, with_policy: bool = True
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(old log-probs under the current policy, reference log-probs), both [B, L-1] on CPU, identical on every
+        rank (either None when not asked for): each rank scores its shard into a zero-filled tensor, then one
+        all-reduce sum assembles them."""
         self.engine.eval()
         rows, width = batch.input_ids.shape[0], batch.input_ids.shape[1] - 1
         old = torch.zeros((rows, width), dtype=torch.float32)
         ref = torch.zeros((rows, width), dtype=torch.float32)
         for index, part in self._micro_batches(batch):
             first = self.learner.logits_from_first_action
-            policy_logp = sequence_logprobs(self.engine, part, from_first_action=first)[0].float().cpu()
+            policy_logp = (
+                sequence_logprobs(self.engine, part, from_first_action=first)[0].float().cpu() if with_policy else None
+            )
             ref_logp = (
                 sequence_logprobs(self.reference, part, from_first_action=first)[0].float().cpu()
                 if with_reference
                 else None
             )
             if index is not None:
-                old[index] = policy_logp
+                if policy_logp is not None:
+                    old[index] = policy_logp
                 if ref_logp is not None:
                     ref[index] = ref_logp
         if self.world_size > 1:
-            old = self._gather_rows(old)
+            old = self._gather_rows(old) if with_policy else old
             ref = self._gather_rows(ref) if with_reference else ref
-        return old, ref if with_reference else None
+        return old if with_policy else None, ref if with_reference else None
 
     def _gather_rows(self, local: torch.Tensor) -> torch.Tensor:
         """Every rank filled only its rows (zeros elsewhere): an all-reduce sum assembles the whole tensor."""
@@ -250,20 +256,24 @@ class DeepSpeedLearner:
 
     # ----------------------------------------------------------------------------------------------- update
     def update(
-        self, batch: TokenBatch, old_logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tensor
+        self, batch: TokenBatch, old_logp: torch.Tensor | None, ref_logp: torch.Tensor, advantages: torch.Tensor
     ) -> UpdateStats:
         """PPO-clipped policy-gradient epochs over this rank's shard; one optimizer step per epoch.
 
         Every rank passes the whole batch (and whole old/ref/advantage tensors); the returned stats are global
-        (summed over ranks) and identical on every rank.
+        (summed over ranks) and identical on every rank. ``old_logp`` None: an on-policy single-epoch update (see
+        ``TorchLearner.update``).
         """
+        if old_logp is None and self.algorithm.ppo_epochs != 1:
+            raise ValueError("old_logp may be omitted only for a single-epoch update (algorithm.ppo_epochs: 1)")
         total = batch.num_tokens
         use_kl = self.algorithm.advantage_estimator in ("grpo", "rloo") and self.algorithm.kl_coef > 0
         micro = self._micro_batches(batch)
         stats: list[UpdateStats] = []
         self.engine.train()
         for _ in range(self.algorithm.ppo_epochs):
-            sums = torch.zeros(4, dtype=torch.float64)  # loss, clip fraction, approx KL, entropy (token-weighted)
+            # loss, clip fraction, approx KL, entropy, KL to the reference (token-weighted)
+            sums = torch.zeros(5, dtype=torch.float64)
             for step, (index, part) in enumerate(micro):
                 self.engine.set_gradient_accumulation_boundary(step == len(micro) - 1)
                 logp, entropy = sequence_logprobs(
@@ -271,7 +281,7 @@ class DeepSpeedLearner:
                 )
                 mask = part.action_mask
                 rows = index if index is not None else torch.tensor([0], dtype=torch.long)
-                old = old_logp[rows].to(self.device)
+                old = logp.detach() if old_logp is None else old_logp[rows].to(self.device)
                 loss, pstats = policy_loss(
                     logp,
                     old,
@@ -302,13 +312,17 @@ class DeepSpeedLearner:
                         pstats.clip_fraction * share,
                         pstats.approx_kl * share,
                         float((entropy * mask).sum()) / max(total, 1.0),
+                        reference_kl(old, ref_logp[rows].to(self.device), mask, self.algorithm.kl_estimator, total)
+                        if old_logp is None
+                        else 0.0,
                     ],
                     dtype=torch.float64,
                 )
-            stats.append(self._step(self._all_reduce(sums)))
+            reduced = self._all_reduce(sums)
+            stats.append(self._step(reduced[:4]))
         self.engine.eval()
         self.policy_version += 1
-        return stats[-1]
+        return replace(stats[-1], ref_kl=float(reduced[4])) if old_logp is None else stats[-1]
 
     def _all_reduce(self, values: torch.Tensor) -> torch.Tensor:
         if self.world_size == 1:
@@ -471,11 +485,13 @@ class LearnerWorker:
     def get_policy_version(self) -> int:
         return self._ready().policy_version
 
-    def logprobs(self, batch: TokenBatch, with_reference: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self._ready().logprobs(batch, with_reference)
+    def logprobs(
+        self, batch: TokenBatch, with_reference: bool = True, with_policy: bool = True
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return self._ready().logprobs(batch, with_reference, with_policy)
 
     def update(
-        self, batch: TokenBatch, old_logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tensor
+        self, batch: TokenBatch, old_logp: torch.Tensor | None, ref_logp: torch.Tensor, advantages: torch.Tensor
     ) -> UpdateStats:
         return self._ready().update(batch, old_logp, ref_logp, advantages)
 

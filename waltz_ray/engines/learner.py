@@ -6,14 +6,14 @@ Both agents are two instances of this class; the DeepSpeed group (runtime) wraps
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from waltz_ray.config import AlgorithmConfig, LearnerConfig
-from waltz_ray.core.losses import entropy_from_logits, kl_penalty_loss, policy_loss, token_logprobs
+from waltz_ray.core.losses import entropy_from_logits, kl_estimate, kl_penalty_loss, policy_loss, token_logprobs
 from waltz_ray.types import Completion
 
 LEARNER_STATE = "learner.pt"  # optimizer state and policy version next to the policy's Hugging Face files
@@ -102,8 +102,6 @@ class ReferenceScorer:
 
     @torch.no_grad()
     def score(self, completions: Sequence[Completion]) -> list[Completion]:
-        from dataclasses import replace
-
         out: list[Completion] = []
         for start in range(0, len(completions), self.micro_batch_size):
             part = completions[start : start + self.micro_batch_size]
@@ -145,6 +143,12 @@ def _left_pad(values: torch.Tensor, count: int) -> torch.Tensor:
     return torch.nn.functional.pad(values, (count, 0)) if count else values
 
 
+def reference_kl(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, kind: str, total: float) -> float:
+    """This micro-batch's share of the batch's mean per-token KL to the reference (``total``: the batch's tokens).
+    Positions outside the mask count 0, whatever either side holds there (an unscored 0 against a log-prob)."""
+    return float(torch.where(mask > 0, kl_estimate(logp, ref_logp, kind), 0.0).sum()) / max(total, 1.0)
+
+
 @dataclass
 class UpdateStats:
     loss: float
@@ -154,6 +158,7 @@ class UpdateStats:
     grad_norm: float
     lr: float
     skipped: bool = False
+    ref_kl: float = float("nan")  # mean per-token KL to the reference before the step (on-policy updates only)
 
 
 class TorchLearner:
@@ -170,25 +175,34 @@ class TorchLearner:
         )
 
     @torch.no_grad()
-    def logprobs(self, batch: TokenBatch, with_reference: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(old log-probs under the current policy, reference log-probs or None when not asked for), both [B, L-1],
-        micro-batched."""
+    def logprobs(
+        self, batch: TokenBatch, with_reference: bool = True, with_policy: bool = True
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(old log-probs under the current policy, reference log-probs), both [B, L-1], micro-batched; either is
+        None when not asked for."""
         old, ref = [], []
         self.policy.eval()
         for index in self._micro_batches(batch):
             first = self.learner.logits_from_first_action
-            old.append(sequence_logprobs(self.policy, batch.rows(index), from_first_action=first)[0])
+            if with_policy:
+                old.append(sequence_logprobs(self.policy, batch.rows(index), from_first_action=first)[0])
             if with_reference:
                 ref.append(sequence_logprobs(self.reference, batch.rows(index), from_first_action=first)[0])
-        return _cat_padded(old), _cat_padded(ref) if with_reference else None
+        return _cat_padded(old) if with_policy else None, _cat_padded(ref) if with_reference else None
 
     def update(
-        self, batch: TokenBatch, old_logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tensor
+        self, batch: TokenBatch, old_logp: torch.Tensor | None, ref_logp: torch.Tensor, advantages: torch.Tensor
     ) -> UpdateStats:
-        """PPO-clipped policy-gradient epochs over the batch; one optimizer step per epoch (gradient accumulation)."""
+        """PPO-clipped policy-gradient epochs over the batch; one optimizer step per epoch (gradient accumulation).
+
+        ``old_logp`` None: an on-policy single-epoch update, whose old log-probs are the update's own (detached), as
+        a separate scoring pass would give them; ``ref_kl`` then reports the batch's KL to the reference."""
+        if old_logp is None and self.algorithm.ppo_epochs != 1:
+            raise ValueError("old_logp may be omitted only for a single-epoch update (algorithm.ppo_epochs: 1)")
         self.policy.train()
         total = batch.num_tokens
         stats: list[UpdateStats] = []
+        ref_kl = 0.0
         for _ in range(self.algorithm.ppo_epochs):
             self.optimizer.zero_grad(set_to_none=True)
             loss_sum, clip, approx, ent = 0.0, 0.0, 0.0, 0.0
@@ -198,8 +212,11 @@ class TorchLearner:
                     self.policy, part, with_entropy=True, from_first_action=self.learner.logits_from_first_action
                 )
                 mask = part.action_mask
+                old = logp.detach() if old_logp is None else old_logp[index]
+                if old_logp is None:
+                    ref_kl += reference_kl(old, ref_logp[index], mask, self.algorithm.kl_estimator, total)
                 loss, pstats = policy_loss(
-                    logp, old_logp[index], advantages[index], mask, clip_eps=self.algorithm.clip_eps, num_tokens=total
+                    logp, old, advantages[index], mask, clip_eps=self.algorithm.clip_eps, num_tokens=total
                 )
                 if self.algorithm.advantage_estimator in ("grpo", "rloo") and self.algorithm.kl_coef > 0:
                     loss = loss + kl_penalty_loss(
@@ -220,7 +237,7 @@ class TorchLearner:
             stats.append(self._step(loss_sum, clip, approx, ent))
         self.policy.eval()
         self.policy_version += 1
-        return stats[-1]
+        return replace(stats[-1], ref_kl=ref_kl) if old_logp is None else stats[-1]
 
     def _step(self, loss: float, clip: float, approx: float, entropy: float) -> UpdateStats:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.learner.grad_clip))

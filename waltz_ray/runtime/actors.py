@@ -187,8 +187,8 @@ class TorchLearnerHost:
     def get_policy_version(self) -> int:
         return self.learner.policy_version
 
-    def logprobs(self, batch: Any, with_reference: bool = True) -> tuple[Any, Any]:
-        return self.learner.logprobs(batch, with_reference)
+    def logprobs(self, batch: Any, with_reference: bool = True, with_policy: bool = True) -> tuple[Any, Any]:
+        return self.learner.logprobs(batch, with_reference, with_policy)
 
     def update(self, batch: Any, old_logp: Any, ref_logp: Any, advantages: Any) -> Any:
         return self.learner.update(batch, old_logp, ref_logp, advantages)

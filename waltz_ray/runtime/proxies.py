@@ -207,8 +207,8 @@ class RemoteLearnerGroup:
         labels = [self.pool.label(i) for i in range(len(refs))]
         return wait_all(refs, labels, self.timeout_s, f"learner group {self.pool.name!r} ({method})")
 
-    def logprobs(self, batch: Any, with_reference: bool = True) -> tuple[Any, Any]:
-        return self._call("logprobs", batch, with_reference)[0]  # type: ignore[no-any-return]
+    def logprobs(self, batch: Any, with_reference: bool = True, with_policy: bool = True) -> tuple[Any, Any]:
+        return self._call("logprobs", batch, with_reference, with_policy)[0]  # type: ignore[no-any-return]
 
     def update(self, batch: Any, old_logp: Any, ref_logp: Any, advantages: Any) -> Any:
         stats = self._call("update", batch, old_logp, ref_logp, advantages)[0]
