@@ -15,21 +15,27 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.timeout(360)
-def test_overlap_benchmark_runs_reduced(tmp_path: Path) -> None:
-    """Sync and async Ray runs in one invocation on a tiny model built on the fly; the last stdout line is the
-    ratio of their wall times and the theoretical limit is printed before it."""
-    out = tmp_path / "overlap"
+def run_reduced(script: str, out: Path, **env: str) -> list[str]:
+    """Run ``benchmarks/<script> --reduced --out <out>`` (extra environment variables from ``env``); its non-empty
+    stdout lines, after checking that it exited 0."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "overlap.py"), "--reduced", "--out", str(out)],
+        [sys.executable, str(ROOT / "benchmarks" / script), "--reduced", "--out", str(out)],
         cwd=ROOT,
-        env=dict(os.environ),
+        env=dict(os.environ, **env),
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+    return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+
+
+@pytest.mark.timeout(360)
+def test_overlap_benchmark_runs_reduced(tmp_path: Path) -> None:
+    """Sync and async Ray runs in one invocation on a tiny model built on the fly; the last stdout line is the
+    ratio of their wall times and the theoretical limit is printed before it."""
+    out = tmp_path / "overlap"
+    lines = run_reduced("overlap.py", out)
     last = re.fullmatch(r"overlap_ratio=([0-9.]+(?:[eE][+-]?\d+)?)", lines[-1])
     assert last is not None, lines[-5:]
     assert float(last.group(1)) > 0
@@ -89,16 +95,7 @@ def test_generation_benchmark_runs_reduced(tmp_path: Path) -> None:
     if importlib.util.find_spec("vllm") is None:
         pytest.skip("vLLM is not installed (pip install 'waltz-ray[cpu]')")
     out = tmp_path / "generation"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "generation.py"), "--reduced", "--out", str(out)],
-        cwd=ROOT,
-        env=dict(os.environ, OMP_NUM_THREADS="2"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+    lines = run_reduced("generation.py", out, OMP_NUM_THREADS="2")
     last = re.fullmatch(r"vllm_over_hf=([0-9.]+(?:[eE][+-]?\d+)?)", lines[-1])
     assert last is not None, lines[-5:]
     summary = json.loads((out / "generation.json").read_text())
@@ -119,16 +116,7 @@ def test_scaling_benchmark_runs_reduced(tmp_path: Path) -> None:
     """The real queue, producer and proxies driven by sleeping actors: staleness stays within max_staleness, no
     batch is dropped, utilisations are fractions, and no run beats the cost model (sleeps are lower bounds)."""
     out = tmp_path / "scaling"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "scaling.py"), "--reduced", "--out", str(out)],
-        cwd=ROOT,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+    lines = run_reduced("scaling.py", out)
     last = re.fullmatch(r"max_utilisation=([0-9.]+)", lines[-1])
     assert last is not None, lines[-5:]
     summary = json.loads((out / "scaling.json").read_text())
@@ -145,6 +133,34 @@ def test_scaling_benchmark_runs_reduced(tmp_path: Path) -> None:
     assert {max(r["max_lag"].values()) for r in rows if r["max_staleness"] == 0} == {0}
     largest = [r["learner_utilisation"] for r in rows if r["gen_per_pool"] == 2]
     assert float(last.group(1)) == pytest.approx(max(largest), abs=1e-3)
+
+
+@pytest.mark.timeout(360)
+def test_peer_trl_benchmark_runs_reduced(tmp_path: Path) -> None:
+    """This project (Ray and inline runtimes) and TRL's GRPOTrainer train the same tiny agent in one invocation,
+    taking turns step by step: every run made the same optimizer steps on the same completions of exactly
+    max_new_tokens tokens, and the last stdout line is the ratio of episodes per second (Ray runtime / TRL)."""
+    pytest.importorskip("trl", reason="TRL is not installed (pip install --no-deps trl==1.16.0: the 'bench' extra)")
+    out = tmp_path / "peer_trl"
+    lines = run_reduced("peer_trl.py", out)
+    last = re.fullmatch(r"ours_over_trl=([0-9.]+(?:[eE][+-]?\d+)?)", lines[-1])
+    assert last is not None, lines[-5:]
+    assert any(re.fullmatch(r"load_average=[0-9. ]+ cpus=\d+", line) for line in lines), lines[:5]
+    summary = json.loads((out / "peer_trl.json").read_text())
+    w = summary["workload"]
+    steps, episodes = w["steps"], w["steps"] * w["prompts_per_step"] * w["num_generations"]
+    assert (steps, episodes, w["max_new_tokens"]) == (2, 16, 8)
+    runs = summary["runs"]
+    assert set(runs) == {"ours_ray", "trl", "ours_inline"}
+    for name, run in runs.items():
+        assert run["optimizer_steps"] == steps and run["steps_logged"] == steps, name
+        assert run["episodes"] == episodes and run["tokens"] == episodes * w["max_new_tokens"], name
+        assert len(run["step_s"]) == steps and run["wall_s"] == pytest.approx(sum(run["step_s"])), name
+        assert 0.0 <= run["reward_first"] <= 1.0 and 0.0 <= run["reward_last"] <= 1.0, name
+    assert runs["ours_ray"]["tokens"] == runs["trl"]["tokens"] == runs["ours_inline"]["tokens"]
+    ratio = runs["ours_ray"]["episodes_per_s"] / runs["trl"]["episodes_per_s"]
+    assert summary["ours_over_trl"] == pytest.approx(ratio)
+    assert float(last.group(1)) == pytest.approx(summary["ours_over_trl"], abs=1e-3)
 
 
 def test_group_estimators_group_each_prompts_samples() -> None:
