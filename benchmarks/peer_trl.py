@@ -95,6 +95,9 @@ BASE = [
     "rollout.conversation_temperature=1.0",
     "agents.conversation.generation.top_p=1.0",
     "learner.backend=torch",
+    # the output layer only on the completion positions, as TRL's GRPOTrainer does (logits_to_keep): the library
+    # default, which configs/tiny.yaml turns off only to keep its recorded figures bit-exact
+    "learner.logits_from_first_action=true",
     "learner.weight_decay=0.0",
     "learner.grad_clip=1.0",
     "runtime.max_staleness=0",
