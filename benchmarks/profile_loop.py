@@ -9,12 +9,14 @@ in: inline that is everything; on Ray it is the driver, whose time is mostly spe
 its main thread: with ``runtime.concurrent_updates`` the learner-group calls wait in threads of their own).
 
 A/B (``--ab``): the synchronous Ray runtime (``max_staleness=0``), every step in stage 2 so both agents update each
-step, with ``runtime.concurrent_updates=false`` (the driver updates the conversation agent's learner group, then the
-feedback agent's: the old scheduling) and ``true`` (both groups' log-probs and updates in flight at once), in one
+step, with ``runtime.concurrent_updates=false`` (the driver updates the feedback agent's learner group, then the
+conversation agent's: the old scheduling) and ``true`` (both groups' log-probs and updates in flight at once), in one
 Ray session, ``--rounds`` rounds, the order alternating from round to round (sequential first in even rounds). Only
 the training-step loop is timed (``overlap.run_once``: first step start to last step end; actor start-up and the
-evaluations are not). Both variants compute the same metrics and weights (tests/test_runtime.py); the last line is
-``speedup=<sequential loop wall / concurrent loop wall>`` summed over the rounds.
+evaluations are not). Both variants compute the same metrics and weights (tests/test_runtime.py). Printed: the
+per-stage means of both variants, the per-round ratios, ``speedup_totals=`` (summed loop walls, sequential over
+concurrent) and, as the last line, ``speedup=<median of the per-round ratios>``: on a shared machine a load spike
+lands in single runs, which the median of back-to-back pairs resists (as in ``generation.py``).
 
     python benchmarks/profile_loop.py                                   # inline profile, 2 + 2 steps
     python benchmarks/profile_loop.py --profile ray --stage1 0 --stage2 4
@@ -34,6 +36,7 @@ import json
 import logging
 import os
 import pstats
+import statistics
 import sys
 import tempfile
 import time
@@ -171,7 +174,15 @@ def ab_runs(args: argparse.Namespace, base: list[str], work: Path) -> dict[str, 
             print(f"round {r} {name}: loop wall {result['wall_s']:.2f} s over {result['steps']} steps", flush=True)
     walls = {name: sum(res["wall_s"] for res in results) for name, results in runs.items()}
     paired = [s["wall_s"] / c["wall_s"] for s, c in zip(runs["sequential"], runs["concurrent"], strict=True)]
-    return {"steps": steps, "rounds": rounds, "runs": runs, "walls_s": walls, "paired_ratios": paired}
+    return {
+        "steps": steps,
+        "rounds": rounds,
+        "runs": runs,
+        "walls_s": walls,
+        "paired_ratios": paired,
+        "speedup_totals": walls["sequential"] / walls["concurrent"],
+        "speedup": statistics.median(paired),
+    }
 
 
 def ab_table(ab: dict[str, Any]) -> str:
@@ -236,9 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         load = " ".join(f"{x:.2f}" for x in summary["load_average_end"])
         if args.ab:
             print(ab_table(summary["ab"]))
-            walls = summary["ab"]["walls_s"]
             print(f"load_average={load}")
-            print(f"speedup={walls['sequential'] / walls['concurrent']:.3f}", flush=True)
+            print(f"speedup_totals={summary['ab']['speedup_totals']:.3f}")
+            print(f"speedup={summary['ab']['speedup']:.3f}", flush=True)
         else:
             print(f"load_average={load}")
             print(f"profiled_s={summary['profile']['profiled_s']:.3f}", flush=True)
