@@ -4,10 +4,12 @@ What is real (imported from ``waltz_ray.runtime``, unchanged): the bounded, vers
 staleness admission, the ``RolloutProducer`` (launches ahead up to ``max_staleness + 1`` outstanding batches, in
 launch order), ``queue_capacity``, ``staleness_metrics`` and the client proxies: ``RemoteGenerator`` (a batch
 split into contiguous shards over the pool, ``min_version`` refusal of stale work), ``RemoteLearnerGroup`` (every
-call to every rank, ``state_dict_ref`` by reference), ``ObjectStoreWeightSync`` and ``wait_all``. The driver loop
-below is ``RayTrainer.train_step`` + ``InlineTrainer.learn`` + ``RayTrainer.sync_weights`` reduced to their remote
-calls and in the same order: take the next admitted record at the learners' versions; per agent (in turn, as
-``learn`` does) log-probs then update on its learner group; then per agent push the new weights to its pool.
+call to every rank, ``state_dict_ref`` by reference), ``ObjectStoreWeightSync``, ``wait_all`` and the driver's
+``concurrently``. The driver loop below is ``RayTrainer.train_step`` + ``InlineTrainer.learn`` +
+``RayTrainer.sync_weights`` reduced to their remote calls and in the same order: take the next admitted record at
+the learners' versions; per agent log-probs then update on its learner group, both agents' groups at once
+(``RayTrainer.update_agents`` with ``runtime.concurrent_updates``; ``--sequential-learners``: one after the other,
+the driver's earlier scheduling); then per agent push the new weights to its pool.
 
 What is simulated: the actors. Generator actors (``GeneratorHost``'s ``generate``/``load_state_dict`` signatures,
 serial like a Ray actor), learner ranks (``TorchLearnerHost``'s ``logprobs``/``update``/``state_dict_for_sync``)
@@ -30,8 +32,8 @@ prompts per step, 256 prompt tokens, mean 512 generated tokens per conversation 
 
 Output (stdout): one row per (pool sizes, max_staleness) with generation and learner pool utilisation (busy time of
 each actor over the measured window, averaged over the pool's actors; a generator's weight reload counts as busy),
-"learner side busy" (the share of the window in which any learner rank works: the driver updates the two agents'
-groups in turn, so each group alone is idle while the other updates), episodes per hour and per GPU-hour (model
+"learner side busy" (the share of the window in which any learner rank works; with ``--sequential-learners`` each
+group alone is idle while the other updates), episodes per hour and per GPU-hour (model
 time), the staleness seen (max lag per agent), stale drops and "x bound" (model seconds per step over the cost
 model's lower bound: generation side + learner side when synchronous, the longer of the two otherwise; the excess is
 the real runtime's overhead plus sleep and scheduling latency, both divided by the time scale); a planning table;
@@ -57,6 +59,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +252,7 @@ def run_config(
     learner group; the measured window starts when step 0 ends (the pipeline is full)."""
     import ray
 
+    from waltz_ray.runtime.driver import concurrently
     from waltz_ray.runtime.producer import RolloutProducer
     from waltz_ray.runtime.proxies import Pool, RemoteLearnerGroup, wait_all
     from waltz_ray.runtime.queue import EpisodeQueue, staleness_metrics
@@ -281,10 +285,12 @@ def run_config(
         lags = staleness_metrics(record, versions)
         for a in AGENTS:
             max_lag[a] = max(max_lag[a], lags.get(f"staleness/{a}/max", 0.0))
-        for a in AGENTS:  # InlineTrainer.learn: each agent's log-probs and update in turn
-            batch = {"tokens": workload.learner_tokens(a)}
-            old, ref = learners[a].logprobs(batch, True)
-            learners[a].update(batch, old, ref, None)
+        calls = [partial(learn_one, learners[a], {"tokens": workload.learner_tokens(a)}) for a in AGENTS]
+        if args.sequential_learners:  # InlineTrainer.update_agents: each agent's log-probs and update in turn
+            for call in calls:
+                call()
+        else:  # RayTrainer.update_agents: both groups at once
+            concurrently(calls, "learner-update")
         for a in AGENTS:  # RayTrainer.sync_weights
             state = learners[a].state_dict_ref()
             syncs[a].push(state, learners[a].policy_version)
@@ -297,7 +303,7 @@ def run_config(
     model_s = (window[1] - window[0]) / args.time_scale
     episodes = (args.steps - 1) * workload.prompts_per_step
     gpus = 2 * gen + 2 * ranks
-    gen_s, learn_s = analytic_step(args.cost, workload, gen, ranks)
+    gen_s, learn_s = analytic_step(args.cost, workload, gen, ranks, args.sequential_learners)
     bound = gen_s + learn_s if staleness == 0 else max(gen_s, learn_s)
     return {
         "over_bound": model_s / (args.steps - 1) / bound,
@@ -318,8 +324,18 @@ def run_config(
     }
 
 
-def analytic_step(cost: CostModel, w: Workload, gen: int, ranks: int) -> tuple[float, float]:
-    """(generation side, learner side) model seconds of one step, from the cost model alone (no runtime)."""
+def learn_one(learner: Any, batch: dict[str, int]) -> None:
+    """One agent's part of ``InlineTrainer._update`` as remote calls: log-probs, then the update."""
+    old, ref = learner.logprobs(batch, True)
+    learner.update(batch, old, ref, None)
+
+
+def analytic_step(
+    cost: CostModel, w: Workload, gen: int, ranks: int, sequential_learners: bool = False
+) -> tuple[float, float]:
+    """(generation side, learner side) model seconds of one step, from the cost model alone (no runtime). The
+    learner side is the longer agent's log-probs and update when the groups update at once, their sum otherwise,
+    plus the two weight pushes (one after the other)."""
     per_shard = math.ceil(w.prompts_per_step / gen)
     revised = math.ceil(round(w.prompts_per_step * w.revised_share) / gen)
     gen_s = (
@@ -327,13 +343,14 @@ def analytic_step(cost: CostModel, w: Workload, gen: int, ranks: int) -> tuple[f
         + cost.generate_s(per_shard, w.prompt_tokens, w.feedback_tokens)
         + cost.generate_s(revised, w.prompt_tokens, w.conversation_tokens)
     )
-    learn_s = sum(
+    per_agent = [
         cost.logprobs_s(w.learner_tokens(a), ranks) + cost.update_s(w.learner_tokens(a), ranks) for a in AGENTS
-    )
+    ]
+    learn_s = sum(per_agent) if sequential_learners else max(per_agent)
     return gen_s, learn_s + 2 * cost.weight_sync_s
 
 
-def planning_table(cost: CostModel, w: Workload) -> str:
+def planning_table(cost: CostModel, w: Workload, sequential_learners: bool = False) -> str:
     """For each learner size, the fewest generation GPUs per pool whose generation side fits under the learner side
     (so with max_staleness >= 1 the learners never wait)."""
     lines = [
@@ -341,7 +358,7 @@ def planning_table(cost: CostModel, w: Workload) -> str:
         "|---|---|---|---|",
     ]
     for ranks in (1, 2, 4, 8, 16):
-        learn = analytic_step(cost, w, 1, ranks)[1]
+        learn = analytic_step(cost, w, 1, ranks, sequential_learners)[1]
         fits = [g for g in (1, 2, 4, 8, 16, 32, 64) if analytic_step(cost, w, g, ranks)[0] <= learn]
         if fits:
             g = fits[0]
@@ -391,6 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompts-per-step", type=int, default=128)
     parser.add_argument("--timeout-s", type=float, default=120.0, help="remote call timeout (wall seconds)")
     parser.add_argument("--out", default=None, help="work dir for scaling.json; default a temp dir")
+    parser.add_argument(
+        "--sequential-learners",
+        action="store_true",
+        help="update the two learner groups one after the other (runtime.concurrent_updates=false)",
+    )
     parser.add_argument("--reduced", action="store_true", help="sizes 1:1,2:2, staleness 0,1, 3 steps (test suite)")
     return parser
 
@@ -446,6 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "cost_model": asdict(cost),
                     "workload": asdict(args.workload),
                     "time_scale": args.time_scale,
+                    "sequential_learners": args.sequential_learners,
                     "steps": args.steps,
                     "load_average": load,
                     "rows": rows,
@@ -456,8 +479,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     print(table(rows))
     print()
-    print(planning_table(cost, args.workload))
-    print(f"time_scale={args.time_scale} steps={args.steps} load_average={' '.join(f'{x:.2f}' for x in load)}")
+    print(planning_table(cost, args.workload, args.sequential_learners))
+    loads = " ".join(f"{x:.2f}" for x in load)
+    print(f"time_scale={args.time_scale} steps={args.steps} sequential_learners={args.sequential_learners}")
+    print(f"load_average={loads}")
     print(f"max_utilisation={best:.3f}", flush=True)
     return 0
 

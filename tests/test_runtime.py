@@ -422,3 +422,74 @@ def test_deepspeed_groups_and_vllm_pool_run_end_to_end(ray_session: Any, tiny_en
     assert all(r[f"staleness/{a}/max"] <= 1.0 for r in steps for a in ("conversation", "feedback"))
     state = _state(tmp_path / "ray" / "checkpoints/final/feedback")
     assert state and all(bool(t.isfinite().all()) for t in state.values())
+
+
+class _RecordedLearner:
+    """A learner-group proxy that logs when each update is sent and answered; with ``wait_for_other`` an update is
+    held back until the other agent's update of the same step has been sent (at most ``timeout_s``). ``shared``:
+    the log, a condition, and the agents updated in this step with their updates sent so far (``sent``)."""
+
+    def __init__(self, inner: Any, name: str, shared: dict[str, Any], wait_for_other: bool, timeout_s: float) -> None:
+        self.inner, self.name, self.shared = inner, name, shared
+        self.wait_for_other, self.timeout_s = wait_for_other, timeout_s
+
+    def __getattr__(self, attr: str) -> Any:  # policy_version, logprobs, state_dict_ref, save_state, ...
+        return getattr(self.inner, attr)
+
+    def update(self, *args: Any) -> Any:
+        log, cond, sent = self.shared["log"], self.shared["cond"], self.shared["sent"]
+        with cond:
+            sent[self.name] += 1
+            log.append(("sent", self.name))
+            cond.notify_all()
+            if self.wait_for_other and not cond.wait_for(lambda: all(sent.values()), timeout=self.timeout_s):
+                others = [a for a, n in sent.items() if not n]
+                raise AssertionError(f"{self.name}'s update went out alone: no update sent to {others} meanwhile")
+        stats = self.inner.update(*args)
+        with cond:
+            log.append(("answered", self.name))
+        return stats
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("concurrent", [True, False])
+def test_stage_two_updates_both_learner_groups_at_once(
+    ray_session: Any, tiny_env: Path, tmp_path: Path, concurrent: bool
+) -> None:
+    """``runtime.concurrent_updates``: in every stage-2 step both agents' updates are in flight before either is
+    answered. Checked by order, not by timing: each update waits for the other agent's to be sent before it goes
+    out, so a driver that updated one group after the other would fail the run. Without the option the groups
+    take turns (feedback, then conversation), as inline."""
+    import threading
+
+    from waltz_ray.runtime.driver import RayTrainer
+
+    shared: dict[str, Any] = {"log": [], "cond": threading.Condition(), "sent": {}}
+
+    class Recorded(RayTrainer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            for agent in self.agents.values():
+                agent.learner = _RecordedLearner(agent.learner, agent.name, shared, concurrent, timeout_s=120.0)
+
+        def update_agents(self, trained: Any, timer: Any, group_size: int) -> dict[str, float]:
+            shared["sent"] = {agent.name: 0 for agent, _ in trained}
+            return super().update_agents(trained, timer, group_size)  # type: ignore[no-any-return]
+
+    config = tiny_config("runtime.max_staleness=0", f"runtime.concurrent_updates={concurrent}")
+    Recorded(config, tmp_path / "run").run()  # stage1_steps=2, stage2_steps=2
+    log = shared["log"]
+    stage1, stage2 = log[:4], log[4:]
+    assert stage1 == [("sent", "feedback"), ("answered", "feedback")] * 2
+    assert len(stage2) == 8
+    for step in (stage2[:4], stage2[4:]):
+        if concurrent:  # both sent, then both answered (in either order)
+            assert [event for event, _ in step] == ["sent", "sent", "answered", "answered"], step
+            assert {name for _, name in step[:2]} == {"conversation", "feedback"}, step
+        else:
+            assert step == [
+                ("sent", "feedback"),
+                ("answered", "feedback"),
+                ("sent", "conversation"),
+                ("answered", "conversation"),
+            ]

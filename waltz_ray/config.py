@@ -267,6 +267,10 @@ class RuntimeConfig(_Section):
     ``max_staleness`` > 0 that work overlaps the updates (OpenRLHF-style) and the learner side gets shorter."""
     reference_pool: LightPoolConfig = Field(default_factory=LightPoolConfig)
     """Reference-model scoring actors per agent (only with ``reference_on: rollout``)."""
+    concurrent_updates: bool = True
+    """Stage 2: issue both agents' learner-group calls (log-probs, update) at once and wait for both, since the two
+    groups are independent actors; false: one group after the other. The same results either way (only the order
+    of the remote calls differs); the inline runtime always updates one agent after the other."""
     rollout_resources: dict[str, float] = Field(default_factory=dict)
     """Custom Ray resources for the rollout actor (it reserves no CPU): pin it to a node that stays, e.g. the head
     or an on-demand learner node, not a spot node (``cluster/README.md``)."""

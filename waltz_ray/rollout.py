@@ -7,6 +7,7 @@ tokens under the reference models (``runtime.reference_on: rollout``).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,9 +30,11 @@ from waltz_ray.types import (
 
 @dataclass
 class StageTimer:
-    """Accumulates wall time per named stage; ``with timer("judge"): ...``."""
+    """Accumulates wall time per named stage; ``with timer("judge"): ...``. Thread-safe: stages timed in parallel
+    threads (the Ray driver's concurrent learner-group updates) add up under their names."""
 
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
@@ -39,7 +42,9 @@ class StageTimer:
         try:
             yield
         finally:
-            self.seconds[name] += time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            with self._lock:
+                self.seconds[name] += elapsed
 
 
 @dataclass(frozen=True)

@@ -333,8 +333,7 @@ class InlineTrainer:
         trained: list[tuple[Agent, list[Sample]]] = [(fb, fb_samples)]
         if stage == 2:
             trained.append((conv, conv_samples))
-        for agent, samples in trained:
-            metrics.update(self._update(agent, samples, timer, group_size=cfg.algorithm.samples_per_prompt))
+        metrics.update(self.update_agents(trained, timer, group_size=cfg.algorithm.samples_per_prompt))
         self.sync_weights([agent for agent, _ in trained], timer)
         metrics.update(rollout_metrics(episodes, fb_samples, conv_samples))
         metrics.update(generated_tokens(episodes))
@@ -344,6 +343,16 @@ class InlineTrainer:
         metrics.update({f"version/{a.name}": a.learner.policy_version for a in self.agents.values()})
         if cfg.logging.sample_table_every and step % cfg.logging.sample_table_every == 0:
             tracker.log_table("samples", *sample_table(episodes[:8]), step=step + 1)
+        return metrics
+
+    def update_agents(
+        self, trained: list[tuple[Agent, list[Sample]]], timer: StageTimer, group_size: int
+    ) -> dict[str, float]:
+        """Each agent's log-probs, advantages and update, one agent after the other (in-process they share the
+        cores); the metrics of all of them, in the order of ``trained``."""
+        metrics: dict[str, float] = {}
+        for agent, samples in trained:
+            metrics.update(self._update(agent, samples, timer, group_size))
         return metrics
 
     def _update(self, agent: Agent, samples: list[Sample], timer: StageTimer, group_size: int) -> dict[str, float]:

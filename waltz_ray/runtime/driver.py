@@ -1,10 +1,11 @@
 """The Ray driver (``--runtime ray``): the inline trainer's step code with remote pools plugged in.
 
 Each step: the producer launches rollouts ahead (up to ``max_staleness`` batches), the oldest admitted batch is
-learned with ``InlineTrainer.learn`` (rewards, samples, advantages, updates on the learner groups), and the new
-weights are pushed to the generation pools. The output contract is the inline one (config.yaml, metrics.jsonl,
-eval_initial.json, eval_final.json, checkpoints/final/{conversation,feedback}); metrics add queue/, staleness/
-and time/weight_sync, time/rollout_wait.
+learned with ``InlineTrainer.learn`` (rewards, samples, advantages, updates on the learner groups: in stage 2
+both groups at once, ``runtime.concurrent_updates``), and the new weights are pushed to the generation pools.
+The output contract is the inline one (config.yaml, metrics.jsonl, eval_initial.json, eval_final.json,
+checkpoints/final/{conversation,feedback}); metrics add queue/, staleness/ and time/weight_sync,
+time/rollout_wait.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from waltz_ray.checkpoint import ResumePoint
 from waltz_ray.config import WaltzConfig
@@ -36,15 +39,27 @@ from waltz_ray.runtime.queue import EpisodeQueue, staleness_metrics
 from waltz_ray.runtime.topology import Topology, build_topology
 from waltz_ray.tracking import Tracker
 from waltz_ray.train import Agent, InlineTrainer, find_resume_point
-from waltz_ray.types import AGENTS, AgentName, Episode, Prompt
+from waltz_ray.types import AGENTS, AgentName, Episode, Prompt, Sample
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def queue_capacity(config: WaltzConfig) -> int:
     """``max_staleness + 1``: one batch being learned plus ``max_staleness`` produced ahead; any more would be
     stale by the time it is learned."""
     return config.runtime.max_staleness + 1
+
+
+def concurrently(calls: Sequence[Callable[[], T]], name: str = "concurrently") -> list[T]:
+    """Run every call in a thread of its own and wait for all of them; their results, in order. When calls raise,
+    the first failure in the order of ``calls`` is raised once every call has finished (none is left running).
+    For calls that spend their time waiting on remote actors (the GIL is free meanwhile)."""
+    if len(calls) <= 1:
+        return [call() for call in calls]
+    with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix=name) as pool:
+        futures = [pool.submit(call) for call in calls]
+    return [future.result() for future in futures]
 
 
 def remote_agents(topology: Topology) -> dict[AgentName, Agent]:
@@ -200,6 +215,17 @@ class RayTrainer(InlineTrainer):
         metrics["faults/generator_refreshes"] = float(self.generator_refreshes)
         metrics["faults/duplicate_episodes"] = float(self.duplicate_episodes)
         return metrics
+
+    def update_agents(
+        self, trained: list[tuple[Agent, list[Sample]]], timer: StageTimer, group_size: int
+    ) -> dict[str, float]:
+        """With ``runtime.concurrent_updates`` (the default) each agent's log-probs, advantages and update run in a
+        driver thread of their own, so both learner groups work at the same time instead of one waiting for the
+        other; the metrics are the inline ones, in the same order."""
+        if not self.config.runtime.concurrent_updates:
+            return super().update_agents(trained, timer, group_size)
+        calls = [partial(self._update, agent, samples, timer, group_size) for agent, samples in trained]
+        return {k: v for part in concurrently(calls, "learner-update") for k, v in part.items()}
 
     def _unseen(self, episodes: list[Episode]) -> list[Episode]:
         """Episodes whose id was never learned before (a regenerated batch must not be learned twice); duplicates
