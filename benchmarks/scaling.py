@@ -92,9 +92,9 @@ class CostModel:
         prefill = 2 * self.params * batch * prompt_tokens / (self.peak_flops * self.prefill_mfu)
         return prefill + new_tokens * self.decode_step_s(batch)
 
-    def logprobs_s(self, tokens: int, ranks: int) -> float:
-        """Policy and reference forward passes over ``tokens``, data-parallel over ``ranks``."""
-        return 2 * 2 * self.params * tokens / (self.peak_flops * self.train_mfu) / ranks
+    def logprobs_s(self, tokens: int, ranks: int, passes: int = 2) -> float:
+        """``passes`` forward passes (policy and reference: 2) over ``tokens``, data-parallel over ``ranks``."""
+        return passes * 2 * self.params * tokens / (self.peak_flops * self.train_mfu) / ranks
 
     def update_s(self, tokens: int, ranks: int) -> float:
         compute = 6 * self.params * tokens / (self.peak_flops * self.train_mfu) / ranks
@@ -174,8 +174,11 @@ class SimLearnerRank:
     def spans(self) -> list[tuple[float, float]]:
         return self.busy.spans
 
-    def logprobs(self, batch: dict[str, int], with_reference: bool = True) -> tuple[None, None]:
-        self.busy.sleep(self.cost.logprobs_s(batch["tokens"], self.ranks))
+    def logprobs(
+        self, batch: dict[str, int], with_reference: bool = True, with_policy: bool = True
+    ) -> tuple[None, None]:
+        passes = int(with_reference) + int(with_policy)
+        self.busy.sleep(self.cost.logprobs_s(batch["tokens"], self.ranks, passes))
         return None, None
 
     def update(self, batch: dict[str, int], old_logp: Any, ref_logp: Any, advantages: Any) -> dict[str, float]:
