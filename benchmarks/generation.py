@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 def chats_for(config: Any, count: int) -> list[list[dict[str, str]]]:
     """The conversation agent's c0 state for the first ``count`` training prompts (cycled if there are fewer)."""
     from waltz_ray.core.protocol import CONVERSATION_SYSTEM_PROMPT, conversation_messages
-    from waltz_ray.datasets import load_prompts
+    from waltz_ray.data.loaders import load_prompts
 
     prompts = load_prompts(config.data.train)
     system = config.agents.conversation.system_prompt
@@ -120,8 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from waltz_ray.config import load_config
         from waltz_ray.engines.hf import HFGenerator
-        from waltz_ray.tiny.build import resolve_model_path
         from waltz_ray.types import GenerationParams
+        from waltz_ray.worlds import resolve_model_path
 
         torch.set_num_threads(args.threads)
         config = load_config(args.config, [*(REDUCED if args.reduced else []), *args.overrides])

@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ["WALTZ_RAY_CACHE"] = str(work / "cache")
         from waltz_ray.config import load_config
         from waltz_ray.runtime.driver import ray_session
-        from waltz_ray.tiny.build import init_tiny
+        from waltz_ray.worlds.tiny.build import init_tiny
 
         configs = {name: load_config(args.config, overrides(args, staleness)) for name, staleness in MODES.items()}
         sync_cfg = configs["sync"]

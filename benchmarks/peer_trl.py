@@ -305,7 +305,7 @@ def ours_result(out: Path, step_s: list[float]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------------------ TRL
 def step_prompts(config: Any, count: int) -> list[Any]:
     """The first ``count`` prompts of this project's seeded training stream: the prompts its trainer draws."""
-    from waltz_ray.datasets import load_prompts
+    from waltz_ray.data.loaders import load_prompts
     from waltz_ray.train import prompt_stream
 
     stream = prompt_stream(load_prompts(config.data.train, benchmark=config.data.benchmark), config.seed)
@@ -314,7 +314,7 @@ def step_prompts(config: Any, count: int) -> list[Any]:
 
 def conversation_chat(config: Any, text: str) -> list[dict[str, str]]:
     from waltz_ray.core import protocol
-    from waltz_ray.train import rollout_settings
+    from waltz_ray.factory import rollout_settings
 
     return protocol.conversation_messages(rollout_settings(config).conversation_system, text)
 
@@ -528,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from waltz_ray.config import load_config
         from waltz_ray.engines.judges import RuleJudge
         from waltz_ray.runtime.driver import ray_session
-        from waltz_ray.tiny.build import resolve_model_path
+        from waltz_ray.worlds import resolve_model_path
 
         w, overrides = workload(args)
         configs = {mode: load_config(args.config, [*overrides, f"runtime.mode={mode}"]) for mode in ("ray", "inline")}

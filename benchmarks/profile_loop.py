@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.stage1, args.stage2 = min(args.stage1, 1), min(args.stage2, 1)
         from waltz_ray.config import load_config
         from waltz_ray.runtime.driver import ray_session
-        from waltz_ray.tiny.build import init_tiny
+        from waltz_ray.worlds.tiny.build import init_tiny
 
         stages = [f"stages.stage1_steps={args.stage1}", f"stages.stage2_steps={args.stage2}"]
         config = load_config(args.config, [*base, *stages, *args.overrides])

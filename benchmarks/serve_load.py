@@ -129,11 +129,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from ray import serve
 
     from waltz_ray.config import load_config
-    from waltz_ray.datasets import load_prompts
+    from waltz_ray.data.loaders import load_prompts
     from waltz_ray.runtime.driver import ray_session
     from waltz_ray.serve.app import deploy, start_http, undeploy
     from waltz_ray.serve.auth import digest
-    from waltz_ray.tiny.build import resolve_model_path
+    from waltz_ray.worlds import resolve_model_path
 
     requests = args.requests or (REDUCED_REQUESTS if args.reduced else 200)
     concurrency = args.concurrency or (REDUCED_CONCURRENCY if args.reduced else 8)

@@ -69,7 +69,7 @@ def tiny_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A tmp WALTZ_RAY_CACHE holding a tiny model built once per module (seconds with ``tests.tiny_world``'s
     overrides); subprocesses inherit it through the environment."""
     from tests.tiny_world import tiny_config
-    from waltz_ray.tiny.build import init_tiny
+    from waltz_ray.worlds.tiny.build import init_tiny
 
     cache = tmp_path_factory.mktemp("waltz-cache")
     old = os.environ.get("WALTZ_RAY_CACHE")

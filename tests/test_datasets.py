@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from waltz_ray.datasets import (
+from waltz_ray.data.loaders import (
     BENCHMARKS,
     HubUnavailableError,
     load_builtin_prompts,

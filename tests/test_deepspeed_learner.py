@@ -63,8 +63,8 @@ def build_model_dir(out: Path) -> Path:
     """A 1-layer, hidden-64 Llama with a locally trained byte-level BPE, saved like a hub checkpoint."""
     from transformers import AutoTokenizer
 
-    from waltz_ray.tiny.model import build_tiny_model, save_model, tiny_llama_config
-    from waltz_ray.tiny.tokenizer import train_tokenizer
+    from waltz_ray.worlds.tiny.model import build_tiny_model, save_model, tiny_llama_config
+    from waltz_ray.worlds.tiny.tokenizer import train_tokenizer
 
     train_tokenizer(CORPUS, 320, out)
     tokenizer = AutoTokenizer.from_pretrained(out)

@@ -49,7 +49,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, ray_session: Any) -> Iterato
     """A WaltzRL run (inline), a single-model RL run (Ray runtime) and ``waltz-ray eval`` over both."""
     import torch
 
-    from waltz_ray.tiny.build import init_tiny
+    from waltz_ray.worlds.tiny.build import init_tiny
 
     root = tmp_path_factory.mktemp("eval-world")
     old_cache, old_threads = os.environ.get("WALTZ_RAY_CACHE"), torch.get_num_threads()

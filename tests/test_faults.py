@@ -197,7 +197,7 @@ def test_a_non_finite_loss_skips_the_optimizer_step(tiny_env: Path) -> None:
 
     from waltz_ray.engines.hf import HFGenerator, load_model_and_tokenizer
     from waltz_ray.engines.learner import TorchLearner, make_batch
-    from waltz_ray.tiny.build import init_tiny
+    from waltz_ray.worlds.tiny.build import init_tiny
 
     config = tiny_config()
     path = str(init_tiny(config))

@@ -29,7 +29,7 @@ LIGHT_MODULES = [
     "waltz_ray.types",
     "waltz_ray.config",
     "waltz_ray.rollout",
-    "waltz_ray.datasets",
+    "waltz_ray.data.loaders",
     "waltz_ray.engines.judges",
 ]
 RUNTIME_PACKAGES = ["ray", "vllm", "deepspeed"]

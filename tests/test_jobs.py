@@ -106,7 +106,8 @@ def test_submit_builds_the_readme_command_without_the_shells_key(
 def tiny_cache() -> Path:
     """The test-sized tiny model, built (seconds) into $WALTZ_RAY_CACHE before the job looks for it there."""
     from waltz_ray.config import load_config
-    from waltz_ray.tiny.build import cache_root, init_tiny
+    from waltz_ray.worlds.cache import cache_root
+    from waltz_ray.worlds.tiny.build import init_tiny
 
     init_tiny(load_config(ROOT / "configs" / "tiny.yaml", TINY))
     return cache_root()

@@ -10,8 +10,8 @@ import torch
 
 from waltz_ray.core.losses import entropy_from_logits, token_logprobs
 from waltz_ray.engines.learner import first_action_position, make_batch, sequence_logprobs
-from waltz_ray.tiny.model import build_tiny_model, tiny_llama_config
 from waltz_ray.types import Completion
+from waltz_ray.worlds.tiny.model import build_tiny_model, tiny_llama_config
 
 PAD = 0
 

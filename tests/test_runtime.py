@@ -241,7 +241,7 @@ def test_object_store_weight_sync_serves_the_pushed_weights(ray_session: Any, ti
     from waltz_ray.runtime.actors import GeneratorHost
     from waltz_ray.runtime.proxies import Pool, RemoteGenerator
     from waltz_ray.runtime.weight_sync import ObjectStoreWeightSync
-    from waltz_ray.tiny.build import init_tiny
+    from waltz_ray.worlds.tiny.build import init_tiny
 
     ray = ray_session
     path = str(init_tiny(tiny_config()))
@@ -301,7 +301,7 @@ def test_reference_scorer_matches_the_learners_reference_logprobs(tiny_env: Path
 
     from waltz_ray.engines.hf import HFGenerator, load_model_and_tokenizer
     from waltz_ray.engines.learner import ReferenceScorer, TorchLearner, make_batch, rollout_reference_logprobs
-    from waltz_ray.tiny.build import init_tiny
+    from waltz_ray.worlds.tiny.build import init_tiny
 
     config = tiny_config()
     path = str(init_tiny(config))

@@ -176,7 +176,7 @@ def served(tiny_env: Path) -> Iterator[Served]:
 
     from waltz_ray.serve.app import deploy, start_http, undeploy
     from waltz_ray.serve.auth import digest
-    from waltz_ray.tiny.build import init_tiny
+    from waltz_ray.worlds.tiny.build import init_tiny
 
     assert not ray.is_initialized()
     old_path = os.environ.get("PYTHONPATH")

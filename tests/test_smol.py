@@ -17,10 +17,9 @@ from typing import Any
 
 import pytest
 
-from waltz_ray import smol
 from waltz_ray.cli import main
 from waltz_ray.config import build_config, load_config
-from waltz_ray.tiny.build import resolve_model_path
+from waltz_ray.worlds import resolve_model_path, smol
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_SMOL = all(importlib.util.find_spec(name) is not None for name in (smol.PACKAGE, "gguf", "accelerate"))
@@ -29,7 +28,7 @@ SMOL_CONFIG = ROOT / "configs" / "smol.yaml"
 
 
 def _hide(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
-    """Make ``importlib.util.find_spec`` report ``names`` as not installed, as seen from ``waltz_ray.smol``."""
+    """Make ``importlib.util.find_spec`` report ``names`` as not installed, as seen from ``waltz_ray.worlds.smol``."""
     real = importlib.util.find_spec
     monkeypatch.setattr(smol.importlib.util, "find_spec", lambda name, *a: None if name in names else real(name, *a))
 
@@ -78,11 +77,12 @@ def test_path_scheme_builds_once_and_reuses(monkeypatch: pytest.MonkeyPatch, tmp
     assert smol.init_smol(force=True) == path and len(builds) == 2
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".building-")]  # staging folders removed
     # the LLM judge takes the same paths
-    from waltz_ray import train
+    from waltz_ray import factory
+    from waltz_ray.engines.hf import HFGenerator
 
     loaded: list[str] = []
-    monkeypatch.setattr(train.HFGenerator, "from_pretrained", classmethod(lambda cls, p: loaded.append(p) or cls))
-    train.build_judge(build_config({"judge": {"kind": "llm", "model_path": "smol://instruct"}}))
+    monkeypatch.setattr(HFGenerator, "from_pretrained", classmethod(lambda cls, p: loaded.append(p) or cls))
+    factory.build_judge(build_config({"judge": {"kind": "llm", "model_path": "smol://instruct"}}))
     assert loaded == [str(path)] and len(builds) == 2
     with pytest.raises(ValueError, match=r"unknown smol model 'smol://base'; valid: smol://instruct, smol://feedback"):
         resolve_model_path("smol://base", config)

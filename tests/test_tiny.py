@@ -10,13 +10,14 @@ import torch
 
 from waltz_ray.config import build_config
 from waltz_ray.core import protocol
-from waltz_ray.datasets import load_prompts
+from waltz_ray.data.loaders import load_prompts
 from waltz_ray.engines.hf import HFGenerator
 from waltz_ray.engines.judges import RuleJudge, detect_refusal
 from waltz_ray.engines.learner import TorchLearner, behaviour_logprobs, make_batch
-from waltz_ray.tiny import warmstart
-from waltz_ray.tiny.build import init_tiny, resolve_model_path
 from waltz_ray.types import Completion, GenerationParams
+from waltz_ray.worlds import resolve_model_path
+from waltz_ray.worlds.tiny import warmstart
+from waltz_ray.worlds.tiny.build import init_tiny
 
 
 def test_repertoire_is_judged_as_intended() -> None:

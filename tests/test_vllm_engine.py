@@ -30,8 +30,8 @@ import json, sys, time
 import torch
 from waltz_ray.engines.hf import HFGenerator
 from waltz_ray.engines.vllm_engine import VLLMGenerator
-from waltz_ray.tiny.model import build_tiny_model, save_model, tiny_llama_config
-from waltz_ray.tiny.tokenizer import train_tokenizer
+from waltz_ray.worlds.tiny.model import build_tiny_model, save_model, tiny_llama_config
+from waltz_ray.worlds.tiny.tokenizer import train_tokenizer
 from waltz_ray.types import GenerationParams
 
 out_dir = sys.argv[1]

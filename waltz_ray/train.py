@@ -10,7 +10,7 @@ import logging
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +18,23 @@ import torch
 
 from waltz_ray.checkpoint import CheckpointManager, PreemptionGuard, ResumePoint, TrainerState, restore_rng
 from waltz_ray.config import WaltzConfig, save_config
-from waltz_ray.core import protocol
 from waltz_ray.core.advantages import get_advantage_estimator
 from waltz_ray.core.losses import kl_estimate, truncated_is_weights
 from waltz_ray.core.rewards import judge_failure_rate, stage_weights
 from waltz_ray.core.samples import batch_samples
-from waltz_ray.engines.base import Generator, Judge
-from waltz_ray.engines.hf import HFGenerator, load_model_and_tokenizer
+from waltz_ray.engines.base import Judge
 from waltz_ray.engines.learner import (
     ReferenceScorer,
-    TorchLearner,
     UpdateStats,
     behaviour_logprobs,
     make_batch,
     rollout_reference_logprobs,
 )
 from waltz_ray.eval.metrics import pair_metrics
-from waltz_ray.rollout import RolloutSettings, StageTimer, greedy, run_episodes
+from waltz_ray.factory import Agent, build_agent, build_judge, reference_paths, rollout_settings
+from waltz_ray.rollout import RolloutSettings, StageTimer, run_episodes
 from waltz_ray.tracking import Tracker
-from waltz_ray.types import AGENTS, AgentName, Episode, GenerationParams, Prompt, Sample
+from waltz_ray.types import AGENTS, AgentName, Episode, Prompt, Sample
 
 log = logging.getLogger(__name__)
 
@@ -50,100 +48,12 @@ class TrainingDivergedError(RuntimeError):
     gradient, or KL to the reference past ``algorithm.max_kl``)."""
 
 
-@dataclass
-class Agent:
-    """One agent's moving parts: generator and learner share the policy model (no weight copy in-process).
-
-    The Ray runtime plugs in remote proxies with the same surface: a ``Generator`` and a learner with
-    ``policy_version`` / ``logprobs`` / ``update``.
-    """
-
-    name: AgentName
-    generator: Generator
-    learner: Any  # TorchLearner in-process; waltz_ray.runtime.proxies.RemoteLearnerGroup on Ray
-    tokenizer: Any
-
-
 def seed_everything(seed: int) -> None:
     import numpy as np
 
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def reference_paths(config: WaltzConfig, resume: ResumePoint | None = None) -> dict[AgentName, str]:
-    """Each agent's reference model (its starting weights): the configured model, or the one a checkpoint names."""
-    from waltz_ray.tiny.build import resolve_model_path
-
-    if resume is not None:
-        return {name: resume.state.reference_paths[name] for name in AGENTS}
-    return {name: resolve_model_path(getattr(config.agents, name).model_path, config) for name in AGENTS}
-
-
-def build_agent(name: AgentName, config: WaltzConfig, resume: ResumePoint | None = None) -> Agent:
-    """Policy, frozen reference and optimizer in-process; ``resume`` restores a checkpoint's weights and state."""
-    agent_cfg = getattr(config.agents, name)
-    reference_path = reference_paths(config, resume)[name]
-    policy_path = resume.agent_path(name) if resume is not None else reference_path
-    policy, tokenizer = load_model_and_tokenizer(policy_path, agent_cfg.dtype)
-    reference, _ = load_model_and_tokenizer(reference_path, agent_cfg.dtype)
-    learner = TorchLearner(policy, reference, config.learner, config.algorithm)
-    if resume is not None:
-        learner.load_state(policy_path)
-    generator = HFGenerator(policy, tokenizer)
-    generator.policy_version = learner.policy_version
-    return Agent(name, generator, learner, tokenizer)
-
-
-def rollout_settings(config: WaltzConfig, evaluation: bool = False) -> RolloutSettings:
-    """Protocol settings from the config; evaluation uses greedy decoding (SPEC §5)."""
-    conv, fb = config.agents.conversation, config.agents.feedback
-    conv_params = GenerationParams(
-        conv.generation.max_new_tokens,
-        config.rollout.conversation_temperature,
-        conv.generation.top_p,
-        min_new_tokens=conv.generation.min_new_tokens,
-    )
-    fb_params = GenerationParams(
-        fb.generation.max_new_tokens,
-        config.rollout.feedback_temperature,
-        fb.generation.top_p,
-        min_new_tokens=fb.generation.min_new_tokens,
-    )
-    if evaluation:
-        conv_params, fb_params = greedy(conv_params), greedy(fb_params)
-    return RolloutSettings(
-        conversation_system=protocol.CONVERSATION_SYSTEM_PROMPT if conv.system_prompt is None else conv.system_prompt,
-        feedback_system=protocol.FEEDBACK_SYSTEM_PROMPT if fb.system_prompt is None else fb.system_prompt,
-        conversation_params=conv_params,
-        feedback_params=fb_params,
-        # algorithm.mode single (the single-model RL baseline): no feedback round, so episodes are c0 alone and
-        # every sample is a type-A conversation sample; the only place the trainer (inline or Ray) checks the mode.
-        t_max=0 if config.algorithm.mode == "single" else config.rollout.t_max,
-        revision_template=config.rollout.revision_template or protocol.DEFAULT_REVISION_TEMPLATE,
-    )
-
-
-def build_judge(config: WaltzConfig) -> Any:
-    from waltz_ray.engines import judges
-
-    j = config.judge
-    if j.kind == "rule":
-        return judges.RuleJudge()
-    if j.kind == "http":
-        return judges.HTTPJudge(
-            j.base_url or "",
-            j.model or "",
-            api_key_env=j.api_key_env,
-            api_key_file=j.api_key_file,
-            timeout_s=j.timeout_s,
-            max_retries=j.max_retries,
-            concurrency=j.concurrency,
-        )
-    from waltz_ray.tiny.build import resolve_model_path
-
-    return judges.LLMJudge(HFGenerator.from_pretrained(resolve_model_path(j.model_path or "", config)))
 
 
 def prompt_stream(prompts: list[Prompt], seed: int) -> Iterator[Prompt]:
@@ -195,7 +105,7 @@ class InlineTrainer:
     ) -> None:
         """``agents`` / ``judge``: pre-built ones (the Ray runtime's remote proxies); None builds them in-process.
         ``resume``: continue from this checkpoint (``find_resume_point``); pre-built agents must already hold it."""
-        from waltz_ray.datasets import load_prompts
+        from waltz_ray.data.loaders import load_prompts
 
         self.config = config
         self.out = Path(out_dir)

@@ -1,12 +1,18 @@
 """The small interfaces at the seams: a Generator turns chats into completions, a Judge labels responses, a
-ReferenceModel scores completions under the frozen reference policy."""
+ReferenceModel scores completions under the frozen reference policy, a Learner updates one agent's policy."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from waltz_ray.types import Completion, GenerationParams, JudgeVerdict, Message, PromptLabel
+
+if TYPE_CHECKING:
+    import torch
+
+    from waltz_ray.engines.learner import TokenBatch, UpdateStats
 
 
 @runtime_checkable
@@ -40,3 +46,45 @@ class ReferenceModel(Protocol):
     reference model (``runtime.reference_on: rollout``)."""
 
     def score(self, completions: Sequence[Completion]) -> list[Completion]: ...
+
+
+@runtime_checkable
+class Learner(Protocol):
+    """One agent's trainable policy and its frozen reference, as the trainer sees it: score a batch, update on it,
+    save it. Implementations: ``TorchLearner`` (in-process), ``DeepSpeedLearner`` (one rank of a ZeRO group) and
+    ``waltz_ray.runtime.proxies.RemoteLearnerGroup`` (a group of learner actors, rank 0 answering).
+
+    ``policy_version`` counts the optimizer steps taken (skipped steps do not count); every completion generated from
+    these weights is stamped with it."""
+
+    policy_version: int
+
+    def logprobs(
+        self, batch: TokenBatch, with_reference: bool = True, with_policy: bool = True
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Per-token log-probs of the batch's action tokens under the policy and under the reference (either may be
+        skipped; a skipped one is None)."""
+        ...
+
+    def update(
+        self,
+        batch: TokenBatch,
+        old_logp: torch.Tensor | None,
+        ref_logp: torch.Tensor | None,
+        advantages: torch.Tensor,
+    ) -> UpdateStats:
+        """One optimizer step (over micro-batches) of the clipped policy loss; ``old_logp`` None means on-policy (the
+        update's own forward pass gives them)."""
+        ...
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """The policy in Hugging Face format (weights and config)."""
+        ...
+
+    def save_state(self, path: str | Path) -> None:
+        """The policy plus what a resume needs (optimizer state, policy version)."""
+        ...
+
+    def load_state(self, path: str | Path) -> None:
+        """Restore what ``save_state`` wrote."""
+        ...

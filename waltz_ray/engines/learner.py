@@ -248,6 +248,10 @@ class TorchLearner:
         self.optimizer.step()
         return UpdateStats(loss, clip, approx, entropy, grad_norm, lr)
 
+    def save_pretrained(self, directory: str | Path) -> None:
+        """The policy in Hugging Face format."""
+        self.policy.save_pretrained(Path(directory))
+
     def save_state(self, directory: str | Path) -> None:
         """Policy (Hugging Face format), optimizer state and policy version into ``directory`` (a resume point)."""
         directory = Path(directory)

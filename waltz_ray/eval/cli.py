@@ -130,7 +130,7 @@ def _mode(run_dir: str) -> str:
 
 def run_agreement(config: WaltzConfig, args: argparse.Namespace) -> int:
     from waltz_ray.eval.judge_agreement import agreement
-    from waltz_ray.train import build_judge
+    from waltz_ray.factory import build_judge
 
     result = agreement(
         build_judge(config), args.data, encoding=args.encoding, label=args.label, label_from=args.label_from
@@ -146,7 +146,7 @@ def run_agreement(config: WaltzConfig, args: argparse.Namespace) -> int:
 def load_datasets(config: WaltzConfig, sources: Sequence[str], limit: int | None) -> list[Dataset]:
     """``NAME=SOURCE`` or ``SOURCE`` items through ``datasets.load_prompts``; none given: the run's own eval split
     with its ``data.eval_limit`` and seed (the prompts ``eval_initial.json`` / ``eval_final.json`` were scored on)."""
-    from waltz_ray.datasets import load_prompts
+    from waltz_ray.data.loaders import load_prompts
     from waltz_ray.eval.runner import Dataset
 
     if not sources:

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from waltz_ray.datasets import LabelledResponse, load_judge_comparison, load_prompts
+from waltz_ray.data.loaders import LabelledResponse, load_judge_comparison, load_prompts
 from waltz_ray.engines.base import Judge
 from waltz_ray.engines.judges.agreement import agreement_from_pairs
 from waltz_ray.types import PromptLabel

@@ -69,7 +69,7 @@ class Models:
 
 def base_paths(config: WaltzConfig) -> dict[str, str]:
     """The configured starting models of both agents (``tiny://`` resolved): the untrained systems' models."""
-    from waltz_ray.tiny.build import resolve_model_path
+    from waltz_ray.worlds import resolve_model_path
 
     agents = config.agents
     return {
@@ -156,7 +156,7 @@ class Evaluation:
     """Plays the systems on one dataset after another; ``run`` returns the report dictionary."""
 
     def __init__(self, config: WaltzConfig, options: EvalOptions, judge: Any | None = None) -> None:
-        from waltz_ray.train import build_judge
+        from waltz_ray.factory import build_judge
 
         self.config = config
         self.options = options
@@ -202,7 +202,7 @@ class Evaluation:
         }
 
     def run_dataset(self, dataset: Dataset) -> tuple[dict[str, Any], dict[str, dict[str, list[float]]]]:
-        from waltz_ray.train import rollout_settings
+        from waltz_ray.factory import rollout_settings
 
         settings = rollout_settings(self.config, evaluation=True)
         ids = [f"eval-{i}" for i in range(len(dataset.prompts))]  # train.evaluate's ids: the same episodes

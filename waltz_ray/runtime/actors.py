@@ -111,7 +111,7 @@ class JudgeHost:
 
     def __init__(self, config: WaltzConfig, *, num_cpus: float = 1.0) -> None:
         set_threads(config.runtime.num_threads, num_cpus)
-        from waltz_ray.train import build_judge
+        from waltz_ray.factory import build_judge
 
         self.judge_impl = build_judge(config)
 

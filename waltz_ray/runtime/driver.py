@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from waltz_ray.checkpoint import ResumePoint
 from waltz_ray.config import WaltzConfig
 from waltz_ray.engines.hf import load_tokenizer
+from waltz_ray.factory import Agent
 from waltz_ray.rollout import RolloutSettings, StageTimer
 from waltz_ray.runtime.producer import RolloutProducer
 from waltz_ray.runtime.proxies import (
@@ -38,7 +39,7 @@ from waltz_ray.runtime.proxies import (
 from waltz_ray.runtime.queue import EpisodeQueue, staleness_metrics
 from waltz_ray.runtime.topology import Topology, build_topology
 from waltz_ray.tracking import Tracker
-from waltz_ray.train import Agent, InlineTrainer, find_resume_point
+from waltz_ray.train import InlineTrainer, find_resume_point
 from waltz_ray.types import AGENTS, AgentName, Episode, Prompt, Sample
 
 log = logging.getLogger(__name__)

@@ -202,7 +202,7 @@ def build_topology(config: WaltzConfig, *, check: bool = True, resume: ResumePoi
     the placement-group timeout then bounds the wait). ``resume``: generation pools and learners load the resume
     point's weights (and the learners its optimizer state) before anything generates. On any failure, whatever was
     created is torn down."""
-    from waltz_ray.tiny.build import resolve_model_path
+    from waltz_ray.worlds import resolve_model_path
 
     specs = {s.name: s for s in pool_specs(config)}
     if check:

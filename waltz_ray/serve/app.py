@@ -72,7 +72,7 @@ def deployment_options(deployment: ServeDeploymentConfig, config: ServeConfig) -
 
 
 def ingress_spec(config: WaltzConfig, key_digests: tuple[bytes, ...], names: AppNames) -> IngressSpec:
-    from waltz_ray.train import rollout_settings
+    from waltz_ray.factory import rollout_settings
 
     return IngressSpec(
         limits=Limits.from_config(config),
@@ -202,7 +202,7 @@ def serve_command(
     from pydantic import ValidationError
 
     from waltz_ray.serve.auth import AuthConfigError
-    from waltz_ray.tiny.build import resolve_model_path
+    from waltz_ray.worlds import resolve_model_path
 
     try:
         if host is not None:

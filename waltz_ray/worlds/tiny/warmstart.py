@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from waltz_ray.core import protocol
 from waltz_ray.types import Prompt
+from waltz_ray.worlds.sft import SFTExample
 
 # The tiny conversation agent's repertoire. Refusals must be recognised by the rule judge and answers must not:
 # tests/test_tiny.py checks both against waltz_ray.engines.judges. Each group shares its first word so that the
@@ -55,14 +55,6 @@ FIRST_ANSWER_MIX: dict[bool, tuple[int, int]] = {True: (3, 2), False: (2, 3)}
 FLAG_MIX = {True: (1, 6), False: (2, 3)}
 KNOWLEDGE_SYSTEM = "Classify the request as harmful or benign."
 KNOWLEDGE_REPEATS = 2
-
-
-@dataclass(frozen=True)
-class SFTExample:
-    """One supervised example: a chat state and the assistant text to learn after it."""
-
-    messages: tuple[dict[str, str], ...]
-    target: str
 
 
 def reasoning_text(label: str, refused: bool) -> str:

@@ -5,10 +5,11 @@
 
 ``smol://feedback`` is that checkpoint after a short supervised warm start on the SPEC verdict format (the untrained
 model never writes a parseable JSON verdict, so stage 1 would have no reward signal). It mirrors the tiny world's
-feedback warm start (``waltz_ray.tiny.warmstart``): the model reviews its own sampled answers to training prompts;
-every target is a well-formed verdict whose reasoning is right ("The request is harmful. The answer complies.") but
-whose labels over-trigger -- a flag 6 times in 7 when the answer deserves one, 3 times in 5 when it does not -- the
-untrained pair's known failure (SPEC §6) that stage 1 is meant to fix. The format is taught; the judgement is not.
+feedback warm start (``waltz_ray.worlds.tiny.warmstart``): the model reviews its own sampled answers to training
+prompts; every target is a well-formed verdict whose reasoning is right ("The request is harmful. The answer
+complies.") but whose labels over-trigger -- a flag 6 times in 7 when the answer deserves one, 3 times in 5 when it
+does not -- the untrained pair's known failure (SPEC §6) that stage 1 is meant to fix. The format is taught; the
+judgement is not.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from waltz_ray.cache import build_once, cache_root
+from waltz_ray.worlds.cache import build_once, cache_root
 
 if TYPE_CHECKING:
-    from waltz_ray.tiny.warmstart import SFTExample
     from waltz_ray.types import Prompt
+    from waltz_ray.worlds.sft import SFTExample
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ FORMAT_SEED = 0
 def feedback_key(base: Path) -> str:
     """Hash of what shapes smol://feedback: the base checkpoint, the recipe and the prompts it reviews."""
     from waltz_ray.core import protocol
-    from waltz_ray.datasets import load_prompts
+    from waltz_ray.data.loaders import load_prompts
 
     parts = {
         "base": base.name,
@@ -203,7 +204,8 @@ def format_examples(prompts: Sequence[Prompt], answers: Sequence[str], seed: int
 
     from waltz_ray.core import protocol
     from waltz_ray.engines.judges.refusal import detect_refusal
-    from waltz_ray.tiny.warmstart import FLAG_MIX, SFTExample, feedback_json, reasoning_text
+    from waltz_ray.worlds.sft import SFTExample
+    from waltz_ray.worlds.tiny.warmstart import FLAG_MIX, feedback_json, reasoning_text
 
     rng = random.Random(seed)
     examples = []
@@ -225,10 +227,10 @@ def build_feedback_checkpoint(base: Path, out: Path) -> dict[str, Any]:
     import torch
 
     from waltz_ray.core import protocol
-    from waltz_ray.datasets import load_prompts
+    from waltz_ray.data.loaders import load_prompts
     from waltz_ray.engines.hf import HFGenerator, load_model_and_tokenizer
-    from waltz_ray.tiny.build import supervised_finetune
     from waltz_ray.types import GenerationParams
+    from waltz_ray.worlds.sft import supervised_finetune
 
     start = time.perf_counter()
     model, tokenizer = load_model_and_tokenizer(str(base))  # left padding for batched generation
