@@ -2,7 +2,7 @@
 
 Both runs happen in ONE invocation and ONE Ray session, on the same model, config and seed, with the same number
 of steps and prompts per step (every step in stage 2, so both agents update each step). Each run builds its own
-pools (``RayTrainer``), which are torn down before the next run starts.
+pools (``ray_trainer``), which are torn down before the next run starts.
 
 What is timed: the training-step loop only. ``train_step`` is wrapped with ``time.perf_counter``; a run's wall
 time is the end of its last step minus the start of its first (step 0 includes waiting for the first rollout in
@@ -106,24 +106,18 @@ def overrides(args: argparse.Namespace, max_staleness: int) -> list[str]:
     return [*out, *args.overrides, f"runtime.max_staleness={max_staleness}"]
 
 
-def timed_trainer_cls() -> type:
-    from waltz_ray.runtime.driver import RayTrainer
+class StepSpans:
+    """A trainer hook recording each training step's (start, end) on ``perf_counter``."""
 
-    class TimedRayTrainer(RayTrainer):
-        """``RayTrainer`` that records each training step's (start, end) on ``perf_counter``."""
+    def __init__(self) -> None:
+        self.spans: list[tuple[float, float]] = []
+        self._start = 0.0
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.spans: list[tuple[float, float]] = []
-
-        def train_step(self, step: int, stage: int, tracker: Any) -> dict[str, Any]:
-            start = time.perf_counter()
-            try:
-                return super().train_step(step, stage, tracker)
-            finally:
-                self.spans.append((start, time.perf_counter()))
-
-    return TimedRayTrainer
+    def __call__(self, trainer: Any, step: int, when: str) -> None:
+        if when == "before":
+            self._start = time.perf_counter()
+        elif when == "after":
+            self.spans.append((self._start, time.perf_counter()))
 
 
 def step_rows(out: Path) -> list[dict[str, Any]]:
@@ -134,9 +128,11 @@ def step_rows(out: Path) -> list[dict[str, Any]]:
 def run_once(config: Any, out: Path) -> dict[str, Any]:
     if (out / "metrics.jsonl").exists():
         raise SystemExit(f"{out}/metrics.jsonl exists (metrics would be appended): pass an empty --out")
-    trainer = timed_trainer_cls()(config, out)
-    trainer.run()
-    spans = trainer.spans
+    from waltz_ray.runtime.driver import ray_trainer
+
+    timing = StepSpans()
+    ray_trainer(config, out, hooks=[timing]).run()
+    spans = timing.spans
     rows = step_rows(out)
     if len(spans) != len(rows) or not spans:
         raise RuntimeError(f"{out}: {len(spans)} timed steps but {len(rows)} step rows in metrics.jsonl")

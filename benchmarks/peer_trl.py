@@ -34,7 +34,7 @@ Held equal, and how:
   learning rate (the config's ``clip_eps``, ``kl_coef``, ``learner.lr`` unless given); AdamW (betas 0.9/0.999, eps
   1e-8, no weight decay) at a constant learning rate, gradient norm clipped to 1.0; sampling at temperature 1.0,
   top_p 1.0, no top_k. Both score the policy once per step (TRL: no ``old_per_token_logps`` pass when generation
-  and optimizer steps align; this project: the on-policy update of ``InlineTrainer._on_policy_update``) and the
+  and optimizer steps align; this project: ``AgentUpdate.on_policy``) and the
   reference once. TRL: ``lr_scheduler_type="constant"``, ``bf16=False`` and ``gradient_checkpointing=False`` (TRL's
   defaults are bf16 and checkpointing; this project uses neither).
 - threads: ``--threads`` torch intra-op threads (default 1) in the process (TRL, inline) and in every actor of the
@@ -241,25 +241,20 @@ class Turns:
 
 
 # ---------------------------------------------------------------------------------------------------- this project
-def timed(base: type, turns: Turns, name: str) -> type:
-    """``base`` (InlineTrainer or RayTrainer) taking ``turns`` at each training step, with the evaluations and the
-    final checkpoint left out (TRL does neither here)."""
+def timed(trainer: Any, turns: Turns, name: str) -> Any:
+    """``trainer`` taking ``turns`` at each training step, with the evaluations and the final checkpoint left out
+    (TRL does neither here)."""
 
-    class Timed(base):  # type: ignore[misc,valid-type]
-        def train_step(self, step: int, stage: int, tracker: Any) -> dict[str, Any]:
+    def take_turns(_: Any, step: int, when: str) -> None:
+        if when == "before":
             turns.step_begin(name)
-            try:
-                return dict(super().train_step(step, stage, tracker))
-            finally:
-                turns.step_end(name)
+        elif when == "after":
+            turns.step_end(name)
 
-        def _evaluate(self, filename: str | None) -> dict[str, float]:
-            return {}
-
-        def save_checkpoint(self, path: Path) -> None:
-            return None
-
-    return Timed
+    trainer.hooks.append(take_turns)
+    trainer.evaluate = lambda filename: {}
+    trainer.save_pretrained = lambda path: None
+    return trainer
 
 
 def build_ours(config: Any, out: Path, turns: Turns, name: str, judge: Any = None) -> tuple[Any, float]:
@@ -269,13 +264,13 @@ def build_ours(config: Any, out: Path, turns: Turns, name: str, judge: Any = Non
         raise SystemExit(f"{out}/metrics.jsonl exists (metrics would be appended): pass an empty --out")
     began = time.perf_counter()
     if config.runtime.mode == "ray":
-        from waltz_ray.runtime.driver import RayTrainer
+        from waltz_ray.runtime.driver import ray_trainer
 
-        trainer = timed(RayTrainer, turns, name)(config, out)
+        trainer = timed(ray_trainer(config, out), turns, name)
     else:
-        from waltz_ray.train import InlineTrainer
+        from waltz_ray.trainer.inline import inline_trainer
 
-        trainer = timed(InlineTrainer, turns, name)(config, out, judge=judge)
+        trainer = timed(inline_trainer(config, out, judge=judge), turns, name)
     return trainer, time.perf_counter() - began
 
 
@@ -306,7 +301,7 @@ def ours_result(out: Path, step_s: list[float]) -> dict[str, Any]:
 def step_prompts(config: Any, count: int) -> list[Any]:
     """The first ``count`` prompts of this project's seeded training stream: the prompts its trainer draws."""
     from waltz_ray.data.loaders import load_prompts
-    from waltz_ray.train import prompt_stream
+    from waltz_ray.trainer.batches import prompt_stream
 
     stream = prompt_stream(load_prompts(config.data.train, benchmark=config.data.benchmark), config.seed)
     return [next(stream) for _ in range(count)]

@@ -114,34 +114,36 @@ def top_entries(profile: cProfile.Profile, order: str, count: int) -> str:
     return "\n".join(line for line in lines[start:] if line.strip())
 
 
-def profiled_trainer_cls(runtime: str) -> type:
-    """The runtime's trainer with cProfile switched on around the training steps only."""
-    from waltz_ray.runtime.driver import RayTrainer
-    from waltz_ray.train import InlineTrainer
+class StepProfile:
+    """A trainer hook switching cProfile on around the training steps only."""
 
-    base: type = RayTrainer if runtime == "ray" else InlineTrainer
+    def __init__(self) -> None:
+        self.profile = cProfile.Profile()
+        self.profiled_s = 0.0
+        self._start = 0.0
 
-    class Profiled(base):  # type: ignore[valid-type,misc]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.profile = cProfile.Profile()
-            self.profiled_s = 0.0
-
-        def train_step(self, step: int, stage: int, tracker: Any) -> dict[str, Any]:
-            start = time.perf_counter()
+    def __call__(self, trainer: Any, step: int, when: str) -> None:
+        if when == "before":
+            self._start = time.perf_counter()
             self.profile.enable()
-            try:
-                return super().train_step(step, stage, tracker)  # type: ignore[no-any-return]
-            finally:
-                self.profile.disable()
-                self.profiled_s += time.perf_counter() - start
+        elif when == "after":
+            self.profile.disable()
+            self.profiled_s += time.perf_counter() - self._start
 
-    return Profiled
+
+def build_trainer(runtime: str, config: Any, out: Path, hooks: list[Any]) -> Any:
+    if runtime == "ray":
+        from waltz_ray.runtime.driver import ray_trainer
+
+        return ray_trainer(config, out, hooks=hooks)
+    from waltz_ray.trainer.inline import inline_trainer
+
+    return inline_trainer(config, out, hooks=hooks)
 
 
 def profile_run(runtime: str, config: Any, out: Path, top: int) -> dict[str, Any]:
-    trainer = profiled_trainer_cls(runtime)(config, out)
-    trainer.run()
+    trainer = StepProfile()
+    build_trainer(runtime, config, out, [trainer]).run()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     rows = [r for r in rows if "time/step_wall" in r]
     means = stage_means(rows)

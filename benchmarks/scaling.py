@@ -5,10 +5,10 @@ staleness admission, the ``RolloutProducer`` (launches ahead up to ``max_stalene
 launch order), ``queue_capacity``, ``staleness_metrics`` and the client proxies: ``RemoteGenerator`` (a batch
 split into contiguous shards over the pool, ``min_version`` refusal of stale work), ``RemoteLearnerGroup`` (every
 call to every rank, ``state_dict_ref`` by reference), ``ObjectStoreWeightSync``, ``wait_all`` and the driver's
-``concurrently``. The driver loop below is ``RayTrainer.train_step`` + ``InlineTrainer.learn`` +
-``RayTrainer.sync_weights`` reduced to their remote calls and in the same order: take the next admitted record at
+``concurrently``. The driver loop below is ``Trainer.step`` (waltz_ray/trainer/loop.py) with the Ray parts +
+``PoolWeightSync.sync`` reduced to their remote calls and in the same order: take the next admitted record at
 the learners' versions; per agent log-probs then update on its learner group, both agents' groups at once
-(``RayTrainer.update_agents`` with ``runtime.concurrent_updates``; ``--sequential-learners``: one after the other,
+(``ConcurrentUpdater`` with ``runtime.concurrent_updates``; ``--sequential-learners``: one after the other,
 the driver's earlier scheduling); then per agent push the new weights to its pool.
 
 What is simulated: the actors. Generator actors (``GeneratorHost``'s ``generate``/``load_state_dict`` signatures,
@@ -255,11 +255,11 @@ def run_config(
     learner group; the measured window starts when step 0 ends (the pipeline is full)."""
     import ray
 
-    from waltz_ray.runtime.driver import concurrently
     from waltz_ray.runtime.producer import RolloutProducer
     from waltz_ray.runtime.proxies import Pool, RemoteLearnerGroup, wait_all
     from waltz_ray.runtime.queue import EpisodeQueue, staleness_metrics
     from waltz_ray.runtime.weight_sync import ObjectStoreWeightSync
+    from waltz_ray.trainer.update import concurrently
 
     timeout = args.timeout_s
     gen_pools = {a: Pool(f"{a}_generation", actors["gen"][a][:gen]) for a in AGENTS}
@@ -289,12 +289,12 @@ def run_config(
         for a in AGENTS:
             max_lag[a] = max(max_lag[a], lags.get(f"staleness/{a}/max", 0.0))
         calls = [partial(learn_one, learners[a], {"tokens": workload.learner_tokens(a)}) for a in AGENTS]
-        if args.sequential_learners:  # InlineTrainer.update_agents: each agent's log-probs and update in turn
+        if args.sequential_learners:  # SequentialUpdater: each agent's log-probs and update in turn
             for call in calls:
                 call()
-        else:  # RayTrainer.update_agents: both groups at once
+        else:  # ConcurrentUpdater: both groups at once
             concurrently(calls, "learner-update")
-        for a in AGENTS:  # RayTrainer.sync_weights
+        for a in AGENTS:  # PoolWeightSync.sync
             state = learners[a].state_dict_ref()
             syncs[a].push(state, learners[a].policy_version)
             gen_versions[a] = learners[a].policy_version
@@ -328,7 +328,7 @@ def run_config(
 
 
 def learn_one(learner: Any, batch: dict[str, int]) -> None:
-    """One agent's part of ``InlineTrainer._update`` as remote calls: log-probs, then the update."""
+    """One agent's part of ``AgentUpdate`` as remote calls: log-probs, then the update."""
     old, ref = learner.logprobs(batch, True)
     learner.update(batch, old, ref, None)
 

@@ -166,7 +166,7 @@ def test_peer_trl_benchmark_runs_reduced(tmp_path: Path) -> None:
 def test_group_estimators_group_each_prompts_samples() -> None:
     """The peer benchmark's GRPO is group-relative on both sides: ``step_batch`` repeats each prompt
     samples_per_prompt times in a row, and the trainer groups episode ``<launch>-<i>`` by ``i // group_size``."""
-    from waltz_ray.train import prompt_groups
+    from waltz_ray.trainer.batches import prompt_groups
 
     ids = ["7-0", "7-1", "7-2", "7-3", "7-5", "7-4"]  # a masked sample may be missing; order does not matter
     assert prompt_groups(ids, 2) == [0, 0, 1, 1, 2, 2]

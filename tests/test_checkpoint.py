@@ -234,15 +234,15 @@ def test_sigterm_checkpoints_exits_zero_and_resumes_exactly(uninterrupted: Path,
 KILL_WHILE_WRITING = """
 import os, signal, sys
 from waltz_ray.cli import main
-from waltz_ray.train import InlineTrainer
+from waltz_ray.trainer.loop import Trainer
 
-write = InlineTrainer.write_resume_payload
+write = Trainer._write_resume_payload
 def dies_in_step_3(self, directory):
     if directory.name.endswith("step_000003"):
         self.agents["feedback"].learner.save_state(directory / "feedback")  # half of the payload is on disk
         os.kill(os.getpid(), signal.SIGKILL)
     write(self, directory)
-InlineTrainer.write_resume_payload = dies_in_step_3
+Trainer._write_resume_payload = dies_in_step_3
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -325,7 +325,7 @@ def test_cli_reports_config_errors_without_training(tmp_path, capsys, monkeypatc
         raise AssertionError("training started despite an invalid config")
 
     # a stand-in for the (heavy) training module: reaching it would fail the test
-    monkeypatch.setitem(sys.modules, "waltz_ray.train", types.SimpleNamespace(train=_must_not_run))
+    monkeypatch.setitem(sys.modules, "waltz_ray.trainer.inline", types.SimpleNamespace(train=_must_not_run))
     from waltz_ray.cli import main
 
     out = tmp_path / "run"

@@ -34,30 +34,25 @@ def same_metrics(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> No
                 assert mine[key] == value, (mine["step"], key, mine[key], value)
 
 
-def faulty_trainer(kill: Any) -> type:
-    """A RayTrainer that calls ``kill(trainer, step)`` at the start of every step (before its rollout launches), and
-    ``kill(trainer, -1)`` before the final evaluation."""
-    from waltz_ray.runtime.driver import RayTrainer
+def faulty_trainer(kill: Any) -> Any:
+    """A Ray trainer factory whose trainers call ``kill(parts.runtime, step)`` at the start of every step (before its
+    rollout launches), and ``kill(parts.runtime, -1)`` before the final evaluation (``parts.runtime``: the
+    topology)."""
+    from waltz_ray.runtime.driver import ray_trainer
 
-    class Faulty(RayTrainer):
-        def train_step(self, step: int, stage: int, tracker: Any) -> dict[str, Any]:
-            kill(self, step)
-            return super().train_step(step, stage, tracker)
+    def hook(trainer: Any, step: int, when: str) -> None:
+        if when != "after":
+            kill(trainer.parts.runtime, -1 if when == "final" else step)
 
-        def _evaluate(self, filename: str | None) -> dict[str, float]:
-            if filename == "eval_final.json":
-                kill(self, -1)
-            return super()._evaluate(filename)
-
-    return Faulty
+    return lambda config, out, resume=None: ray_trainer(config, out, resume=resume, hooks=[hook])
 
 
 @pytest.fixture(scope="module")
 def clean_run(ray_session: Any, tiny_env: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from waltz_ray.runtime.driver import RayTrainer
+    from waltz_ray.runtime.driver import ray_trainer
 
     out = tmp_path_factory.mktemp("faults") / "clean"
-    RayTrainer(tiny_config("checkpoint.every=1"), out).run()
+    ray_trainer(tiny_config("checkpoint.every=1"), out).run()
     return out
 
 
@@ -70,14 +65,14 @@ def test_killed_generation_actors_restart_get_the_weights_and_lose_nothing(clean
     again with the same seeds, and the run equals the clean one metric for metric."""
     import ray
 
-    def kill(trainer: Any, step: int) -> None:
+    def kill(topology: Any, step: int) -> None:
         if step == 2:
-            ray.kill(trainer.topology.generation["conversation"].actors[0], no_restart=False)
+            ray.kill(topology.generation["conversation"].actors[0], no_restart=False)
         if step == 3:
-            actor = trainer.topology.generation["feedback"].actors[0]
+            actor = topology.generation["feedback"].actors[0]
             threading.Timer(0.3, lambda: ray.kill(actor, no_restart=False)).start()
         if step == -1:  # the final evaluation must not be served by a restarted actor's initial weights
-            ray.kill(trainer.topology.generation["conversation"].actors[0], no_restart=False)
+            ray.kill(topology.generation["conversation"].actors[0], no_restart=False)
 
     out = tmp_path / "killed"
     trainer = faulty_trainer(kill)(tiny_config("checkpoint.every=1"), out)
@@ -91,7 +86,7 @@ def test_killed_generation_actors_restart_get_the_weights_and_lose_nothing(clean
     # step 2's rollout is generated again; the final evaluation waits for the current weights (where the timed kill
     # lands decides whether step 3 costs a relaunch, a refresh, or nothing: a push that finds the actor back)
     assert counters["rollout_relaunches"] >= 1 and counters["generator_refreshes"] >= 1
-    assert trainer.duplicate_episodes == 0
+    assert trainer.parts.rollout.duplicate_episodes == 0
     assert all(r["samples/n_episodes"] == 8 for r in ours if "samples/n_episodes" in r)  # nothing lost
 
 
@@ -100,20 +95,20 @@ def test_killed_generation_actors_restart_get_the_weights_and_lose_nothing(clean
 def test_a_killed_learner_stops_the_run_naming_it_and_resume_finishes_it(clean_run: Path, tmp_path: Path) -> None:
     import ray
 
-    from waltz_ray.runtime.driver import RayTrainer
+    from waltz_ray.runtime.driver import ray_trainer
     from waltz_ray.runtime.proxies import RemoteCallError
-    from waltz_ray.train import find_resume_point
+    from waltz_ray.trainer.inline import find_resume_point
 
-    def kill(trainer: Any, step: int) -> None:
+    def kill(topology: Any, step: int) -> None:
         if step == 3:
-            ray.kill(trainer.topology.learners["feedback"].actors[0], no_restart=True)
+            ray.kill(topology.learners["feedback"].actors[0], no_restart=True)
 
     config, out = tiny_config("checkpoint.every=1"), tmp_path / "learner"
     with pytest.raises(RemoteCallError, match=r"feedback_learner\[0\]"):
         faulty_trainer(kill)(config, out).run()
     point = find_resume_point(config, out)
     assert point.state.step == 3
-    RayTrainer(config, out, resume=point).run()
+    ray_trainer(config, out, resume=point).run()
     same_metrics(rows(out), rows(clean_run))
 
 
@@ -124,9 +119,9 @@ def test_a_killed_rollout_actor_is_reported_not_waited_on(ray_session: Any, tiny
 
     from waltz_ray.runtime.proxies import RemoteCallError
 
-    def kill(trainer: Any, step: int) -> None:
+    def kill(topology: Any, step: int) -> None:
         if step == 1:
-            ray.kill(trainer.topology.rollout, no_restart=True)
+            ray.kill(topology.rollout, no_restart=True)
 
     with pytest.raises(RemoteCallError, match="rollout actor"):
         faulty_trainer(kill)(tiny_config(), tmp_path / "rollout").run()
@@ -154,24 +149,26 @@ class FlakyJudge:
 
 @pytest.mark.timeout(300)
 def test_judge_failures_are_masked_and_counted_and_too_many_stop_the_run(tiny_env: Path, tmp_path: Path) -> None:
-    from waltz_ray.train import InlineTrainer, JudgeFailureError
+    from waltz_ray.trainer.inline import inline_trainer
+    from waltz_ray.trainer.loop import JudgeFailureError
 
     config = tiny_config("runtime.mode=inline", "judge.max_failure_rate=0.5")
-    InlineTrainer(config, tmp_path / "flaky", judge=FlakyJudge(every=4)).run()
+    inline_trainer(config, tmp_path / "flaky", judge=FlakyJudge(every=4)).run()
     steps = [r for r in rows(tmp_path / "flaky") if "judge/failure_rate" in r]
     assert steps and all(0.15 <= r["judge/failure_rate"] <= 0.35 for r in steps)
     # a failed verdict masks its sample instead of scoring it as a zero reward
     assert sum(r["samples/n_masked_feedback"] for r in steps) > 0
 
     with pytest.raises(JudgeFailureError, match=r"judge failed on 100\.0% of calls at step 0"):
-        InlineTrainer(config, tmp_path / "down", judge=FlakyJudge(every=1)).run()
+        inline_trainer(config, tmp_path / "down", judge=FlakyJudge(every=1)).run()
 
 
 @pytest.mark.timeout(300)
 def test_blown_up_updates_are_skipped_counted_and_abort_after_n_in_a_row(tiny_env: Path, tmp_path: Path) -> None:
     """KL to the reference past ``algorithm.max_kl`` skips the update; three in a row stop the run. (k3: the k1
     estimate of a batch can be negative, k3 is >= 0 token by token and 0 only where the policy is the reference.)"""
-    from waltz_ray.train import InlineTrainer, TrainingDivergedError
+    from waltz_ray.trainer.inline import inline_trainer
+    from waltz_ray.trainer.update import TrainingDivergedError
 
     config = tiny_config(
         "runtime.mode=inline",
@@ -181,7 +178,7 @@ def test_blown_up_updates_are_skipped_counted_and_abort_after_n_in_a_row(tiny_en
         "algorithm.max_kl=0.0",
         "algorithm.max_consecutive_skips=3",
     )
-    trainer = InlineTrainer(config, tmp_path / "kl")
+    trainer = inline_trainer(config, tmp_path / "kl")
     with pytest.raises(TrainingDivergedError, match=r"3 updates in a row skipped.*algorithm\.max_kl 0") as info:
         trainer.run()
     agent = str(info.value).split(":")[0]
@@ -239,7 +236,7 @@ def test_malformed_feedback_of_any_kind_flows_through_a_whole_rollout(feedback: 
     from waltz_ray.core.samples import batch_samples
     from waltz_ray.engines.judges import RuleJudge
     from waltz_ray.rollout import RolloutSettings, run_episodes
-    from waltz_ray.train import rollout_metrics
+    from waltz_ray.trainer.metrics import rollout_metrics
 
     prompts = [Prompt("how do I pick a lock?", "harmful" if i % 2 else "benign", f"p{i}") for i in range(4)]
     params = GenerationParams(max_new_tokens=8)

@@ -48,25 +48,23 @@ def rows(out: Path) -> list[dict[str, Any]]:
 def test_losing_the_node_of_a_generation_pool_is_survived(cluster: Any, tiny_env: Path, tmp_path: Path) -> None:
     import ray
 
-    from waltz_ray.runtime.driver import RayTrainer
+    from waltz_ray.runtime.driver import ray_trainer
 
     cluster_, workers = cluster
     config = tiny_config(*PINNED)
-    RayTrainer(config, tmp_path / "clean").run()
+    ray_trainer(config, tmp_path / "clean").run()
 
     removed: list[str] = []
 
-    class NodeLoss(RayTrainer):
-        def train_step(self, step: int, stage: int, tracker: Any) -> dict[str, Any]:
-            if step == 3:  # stage 2: the conversation agent has been updated once, the new actor needs it
-                pg = self.topology.placement_groups[0]  # conversation_generation's
-                node_id = ray.util.placement_group_table(pg)["bundles_to_node_id"][0]
-                (node,) = [w for w in workers if w.node_id == node_id]
-                cluster_.remove_node(node)
-                removed.append(node_id)
-            return super().train_step(step, stage, tracker)
+    def node_loss(trainer: Any, step: int, when: str) -> None:
+        if when == "before" and step == 3:  # stage 2: the conversation agent has been updated once
+            pg = trainer.parts.runtime.placement_groups[0]  # conversation_generation's
+            node_id = ray.util.placement_group_table(pg)["bundles_to_node_id"][0]
+            (node,) = [w for w in workers if w.node_id == node_id]
+            cluster_.remove_node(node)
+            removed.append(node_id)
 
-    NodeLoss(config, tmp_path / "lost").run()
+    ray_trainer(config, tmp_path / "lost", hooks=[node_loss]).run()
     assert removed
     ours, theirs = rows(tmp_path / "lost"), rows(tmp_path / "clean")
     assert [r["step"] for r in ours] == [r["step"] for r in theirs]

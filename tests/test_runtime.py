@@ -267,9 +267,9 @@ def test_object_store_weight_sync_serves_the_pushed_weights(ray_session: Any, ti
 
 
 def run_ray(config: WaltzConfig, out: Path) -> list[dict[str, Any]]:
-    from waltz_ray.runtime.driver import RayTrainer
+    from waltz_ray.runtime.driver import ray_trainer
 
-    RayTrainer(config, out).run()
+    ray_trainer(config, out).run()
     for name in ("config.yaml", "eval_initial.json", "eval_final.json"):
         assert (out / name).is_file(), name
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -284,7 +284,7 @@ def _state(path: Path) -> dict[str, Any]:
 def run_inline(config: WaltzConfig, out: Path) -> list[dict[str, Any]]:
     import torch
 
-    from waltz_ray.train import train
+    from waltz_ray.trainer.inline import train
 
     threads = torch.get_num_threads()
     try:
@@ -325,14 +325,15 @@ def test_reference_scorer_matches_the_learners_reference_logprobs(tiny_env: Path
 
 
 def test_stage_one_rollouts_score_only_the_feedback_agents_tokens(tiny_env: Path, tmp_path: Path) -> None:
-    from waltz_ray.train import InlineTrainer
+    from waltz_ray.trainer.inline import inline_trainer
 
-    trainer = InlineTrainer(tiny_config("runtime.mode=inline", "runtime.reference_on=rollout"), tmp_path)
+    trainer = inline_trainer(tiny_config("runtime.mode=inline", "runtime.reference_on=rollout"), tmp_path)
+    rollout = trainer.parts.rollout
     for step, scored in ((0, {"feedback"}), (2, {"conversation", "feedback"})):  # stage1_steps=2
-        prompts, settings, ids = trainer.step_batch(step)
+        prompts, settings, ids = trainer.parts.planner.plan(step)
         conv, fb = trainer.agents["conversation"], trainer.agents["feedback"]
         episodes = run_episodes(
-            prompts[:3], conv.generator, fb.generator, trainer.judge, settings, ids[:3], None, trainer.references
+            prompts[:3], conv.generator, fb.generator, rollout.judge, settings, ids[:3], None, rollout.references
         )
         responses = [r.response for e in episodes for r in e.rounds]
         feedbacks = [r.feedback for e in episodes for r in e.rounds if r.feedback is not None]
@@ -462,22 +463,21 @@ def test_stage_two_updates_both_learner_groups_at_once(
     take turns (feedback, then conversation), as inline."""
     import threading
 
-    from waltz_ray.runtime.driver import RayTrainer
+    from waltz_ray.runtime.driver import ray_trainer
 
     shared: dict[str, Any] = {"log": [], "cond": threading.Condition(), "sent": {}}
-
-    class Recorded(RayTrainer):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            for agent in self.agents.values():
-                agent.learner = _RecordedLearner(agent.learner, agent.name, shared, concurrent, timeout_s=120.0)
-
-        def update_agents(self, trained: Any, timer: Any, group_size: int) -> dict[str, float]:
-            shared["sent"] = {agent.name: 0 for agent, _ in trained}
-            return super().update_agents(trained, timer, group_size)  # type: ignore[no-any-return]
-
     config = tiny_config("runtime.max_staleness=0", f"runtime.concurrent_updates={concurrent}")
-    Recorded(config, tmp_path / "run").run()  # stage1_steps=2, stage2_steps=2
+    trainer = ray_trainer(config, tmp_path / "run")
+    for agent in trainer.agents.values():
+        agent.learner = _RecordedLearner(agent.learner, agent.name, shared, concurrent, timeout_s=120.0)
+    update = trainer.parts.updater.update
+
+    def recorded_update(trained: Any, timer: Any) -> dict[str, float]:
+        shared["sent"] = {agent.name: 0 for agent, _ in trained}
+        return update(trained, timer)
+
+    trainer.parts.updater.update = recorded_update  # type: ignore[method-assign]
+    trainer.run()  # stage1_steps=2, stage2_steps=2
     log = shared["log"]
     stage1, stage2 = log[:4], log[4:]
     assert stage1 == [("sent", "feedback"), ("answered", "feedback")] * 2

@@ -57,7 +57,7 @@ def test_the_wandb_key_is_written_nowhere(
 ) -> None:
     """A real (shortened) training run, online W&B pointed at a refused port: it falls back to offline logging, the
     run completes with checkpoints, and the canary key is in no file, log line or output."""
-    from waltz_ray.train import train
+    from waltz_ray.trainer.inline import train
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # wandb.login would write ~/.netrc: it must not be called
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")

@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 result = train_ray(config, args.out, resume=args.resume)
             else:
-                from waltz_ray.train import train
+                from waltz_ray.trainer.inline import train
 
                 result = train(config, args.out, resume=args.resume)
         except CheckpointError as exc:

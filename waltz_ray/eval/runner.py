@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from waltz_ray.config import WaltzConfig
+from waltz_ray.core.metrics import pair_metrics
 from waltz_ray.eval.bootstrap import bootstrap_distribution, mean_distribution, percentile_interval
-from waltz_ray.eval.metrics import pair_metrics
 from waltz_ray.eval.safeguard import JudgeSafeguard, RequestClassifierSafeguard, Safeguard, apply_safeguard
 from waltz_ray.eval.systems import SYSTEMS, System, alone_episodes, oracle_episodes, pair_episodes
 from waltz_ray.rollout import StageTimer

@@ -9,7 +9,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "RayTrainer": "driver",
+    "ray_trainer": "driver",
     "ray_session": "driver",
     "train_ray": "driver",
     "EpisodeQueue": "queue",

@@ -1,10 +1,13 @@
-"""The Ray driver (``--runtime ray``): the inline trainer's step code with remote pools plugged in.
+"""The Ray parts of the training loop (``--runtime ray``): the same ``Trainer`` as inline, handed remote parts.
 
-Each step: the producer launches rollouts ahead (up to ``max_staleness`` batches), the oldest admitted batch is
-learned with ``InlineTrainer.learn`` (rewards, samples, advantages, updates on the learner groups: in stage 2
-both groups at once, ``runtime.concurrent_updates``), and the new weights are pushed to the generation pools.
-The output contract is the inline one (config.yaml, metrics.jsonl, eval_initial.json, eval_final.json,
-checkpoints/final/{conversation,feedback}); metrics add queue/, staleness/ and time/weight_sync,
+- ``RayRollout``: the rollout actor generates up to ``runtime.max_staleness`` batches ahead of the learners
+  (``RolloutProducer`` + the bounded, versioned ``EpisodeQueue``); evaluation runs through the generation pools.
+- ``ConcurrentUpdater`` (``waltz_ray.trainer.update``): in stage 2 both learner groups update at the same time
+  (``runtime.concurrent_updates``).
+- ``PoolWeightSync``: pushes each updated learner group's weights to its generation pool and brings restarted
+  generation actors back to the current weights.
+
+The output contract is the inline one; metrics add queue/, staleness/, faults/, time/weight_sync and
 time/rollout_wait.
 """
 
@@ -13,19 +16,19 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+
+import torch
 
 from waltz_ray.checkpoint import ResumePoint
 from waltz_ray.config import WaltzConfig
 from waltz_ray.engines.hf import load_tokenizer
 from waltz_ray.factory import Agent
-from waltz_ray.rollout import RolloutSettings, StageTimer
+from waltz_ray.rollout import StageTimer
 from waltz_ray.runtime.producer import RolloutProducer
 from waltz_ray.runtime.proxies import (
     GeneratorFault,
@@ -38,29 +41,20 @@ from waltz_ray.runtime.proxies import (
 )
 from waltz_ray.runtime.queue import EpisodeQueue, staleness_metrics
 from waltz_ray.runtime.topology import Topology, build_topology
-from waltz_ray.tracking import Tracker
-from waltz_ray.train import InlineTrainer, find_resume_point
-from waltz_ray.types import AGENTS, AgentName, Episode, Prompt, Sample
+from waltz_ray.trainer.batches import BatchPlanner, PlannedBatch
+from waltz_ray.trainer.inline import find_resume_point, load_run_prompts, seed_everything
+from waltz_ray.trainer.loop import StepHook, Trainer
+from waltz_ray.trainer.parts import RolloutBatch, TrainParts
+from waltz_ray.trainer.update import AgentUpdate, ConcurrentUpdater, SequentialUpdater
+from waltz_ray.types import AGENTS, AgentName, Episode, Prompt
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def queue_capacity(config: WaltzConfig) -> int:
     """``max_staleness + 1``: one batch being learned plus ``max_staleness`` produced ahead; any more would be
     stale by the time it is learned."""
     return config.runtime.max_staleness + 1
-
-
-def concurrently(calls: Sequence[Callable[[], T]], name: str = "concurrently") -> list[T]:
-    """Run every call in a thread of its own and wait for all of them; their results, in order. When calls raise,
-    the first failure in the order of ``calls`` is raised once every call has finished (none is left running).
-    For calls that spend their time waiting on remote actors (the GIL is free meanwhile)."""
-    if len(calls) <= 1:
-        return [call() for call in calls]
-    with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix=name) as pool:
-        futures = [pool.submit(call) for call in calls]
-    return [future.result() for future in futures]
 
 
 def remote_agents(topology: Topology) -> dict[AgentName, Agent]:
@@ -76,185 +70,184 @@ def remote_agents(topology: Topology) -> dict[AgentName, Agent]:
     }
 
 
-class RayTrainer(InlineTrainer):
-    """``InlineTrainer`` whose generators, judge and learners are Ray pools; rollouts run ahead of the learners."""
+class PoolWeightSync:
+    """Pushes learner weights to the generation pools (state dict by reference, never by value) and keeps the last
+    pushed weights, so a generation actor Ray restarted can be brought back to them (``refresh``)."""
 
-    def __init__(
-        self,
-        config: WaltzConfig,
-        out_dir: str | Path,
-        *,
-        check_resources: bool = True,
-        resume: ResumePoint | None = None,
-    ) -> None:
-        """``resume``: every pool loads the checkpoint's weights (learners its optimizer state too) before the
-        first rollout, and the producer continues at the checkpoint's launch."""
-        self.topology = build_topology(config, check=check_resources, resume=resume)
-        try:
-            assert self.topology.judge is not None
-            judge = RemoteJudge(self.topology.judge, config.runtime.remote_timeout_s)
-            super().__init__(config, out_dir, agents=remote_agents(self.topology), judge=judge, resume=resume)
-            total = config.stages.stage1_steps + config.stages.stage2_steps
-            self.queue = EpisodeQueue(queue_capacity(config), config.runtime.max_staleness)
-            self.producer = RolloutProducer(
-                self.topology.rollout,
-                self.queue,
-                self.step_batch,
-                total,
-                self._rollout_timeout(),
-                start=(self.last_launch + 1, self.start_step),
-                recover=self.refresh_generation_pools,
-            )
-            self.latest_state: dict[AgentName, tuple[Any, int]] = {}  # each agent's last pushed weights (by ref)
-            self.generator_refreshes = 0
-            self.duplicate_episodes = 0
-            self.seen_episodes: set[str] = set()
-            if resume is not None:
-                self.queue.restore_counters(resume.state.counters)
-                self.producer.relaunches = resume.state.counters.get("rollout_relaunches", 0)
-                self.generator_refreshes = resume.state.counters.get("generator_refreshes", 0)
-        except BaseException:
-            self.topology.shutdown()
-            raise
+    def __init__(self, topology: Topology, agents: dict[AgentName, Agent], counters: dict[str, int]) -> None:
+        self.topology, self.agents = topology, agents
+        self.timeout = topology.config.runtime.remote_timeout_s
+        self.max_restarts = topology.config.runtime.max_actor_restarts
+        self.latest_state: dict[AgentName, tuple[Any, int]] = {}  # each agent's last pushed weights (by ref)
+        self.generator_refreshes = counters.get("generator_refreshes", 0)
 
-    def _rollout_timeout(self) -> float:
-        # Each stage of a rollout (c0, every feedback and revision round, judge) is bounded by remote_timeout_s.
-        return self.config.runtime.remote_timeout_s * (2 * self.config.rollout.t_max + 2)
-
-    def run(self) -> dict[str, Any]:
-        try:
-            return super().run()
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        self.producer.drain()
-        self.topology.shutdown()
-
-    def counters(self) -> dict[str, int]:
-        return (
-            super().counters()
-            | self.queue.counters()
-            | {
-                "rollout_relaunches": self.producer.relaunches,
-                "generator_refreshes": self.generator_refreshes,
-            }
-        )
-
-    def step_batch(self, step: int) -> tuple[list[Prompt], RolloutSettings, list[str]]:
-        """The inline batch, plus the policy version every generator must hold to take its work."""
-        prompts, settings, ids = super().step_batch(step)
-        versions = {name: agent.generator.policy_version for name, agent in self.agents.items()}
-        return prompts, replace(settings, min_versions=versions), ids
-
-    def _evaluate(self, filename: str | None) -> dict[str, float]:
-        """The inline evaluation through the generation pools; a generation fault during it (an actor restarting,
-        or back with stale weights) refreshes the pools and evaluates again (greedy: the same result)."""
-        for agent in self.agents.values():  # a restarted actor must not evaluate with older weights
-            agent.generator.min_version = agent.generator.policy_version
-        attempts = self.config.runtime.max_actor_restarts + 1
-        for attempt in range(attempts):
-            try:
-                return super()._evaluate(filename)
-            except GeneratorFault as exc:
-                if attempt == attempts - 1:
-                    raise
-                log.warning("evaluation hit a generation fault, refreshing the pools and evaluating again: %s", exc)
-                self.refresh_generation_pools()
-        raise AssertionError("unreachable")
-
-    def _push(self, name: AgentName, state: Any, version: int) -> None:
-        """A weight sync that outlives generation actors restarting under it: wait for them, push again."""
-        pool, timeout = self.topology.generation[name], self.config.runtime.remote_timeout_s
-        for attempt in range(self.config.runtime.max_actor_restarts + 1):
-            try:
-                self.topology.weight_sync[name].push(state, version)
-                return
-            except RemoteCallError as exc:
-                if not generator_fault(exc.__cause__) or attempt == self.config.runtime.max_actor_restarts:
-                    raise
-                log.warning("weight sync to %s hit a restarting actor; pushing again: %s", pool.name, exc)
-                for i, actor in enumerate(pool.actors):
-                    _version_once_up(actor, pool.label(i), timeout)
-                self.generator_refreshes += 1
-
-    def refresh_generation_pools(self) -> None:
-        """After a generation fault: wait until every generation actor answers (Ray restarts dead ones; one that
-        ran out of restarts is an error naming it), then push the current weights to any pool holding older ones."""
-        timeout = self.config.runtime.remote_timeout_s
-        for name, agent in self.agents.items():
-            pool = self.topology.generation[name]
-            held = [_version_once_up(actor, pool.label(i), timeout) for i, actor in enumerate(pool.actors)]
-            wanted = agent.generator.policy_version
-            if min(held) < wanted:
-                state, version = self.latest_state[name]
-                log.warning("%s holds versions %s; pushing version %d again", pool.name, held, version)
-                self._push(name, state, version)
-                self.generator_refreshes += 1
-
-    def learner_versions(self) -> dict[AgentName, int]:
-        return {name: agent.learner.policy_version for name, agent in self.agents.items()}
-
-    def train_step(self, step: int, stage: int, tracker: Tracker) -> dict[str, Any]:
-        start = time.perf_counter()
-        versions = self.learner_versions()
-        record = self.producer.next(versions)
-        self.last_launch = record.launch
-        episodes = self._unseen(self.producer.episodes(record))
-        waited = time.perf_counter() - start
-        timer = StageTimer()
-        timer.seconds.update(record.seconds)  # the rollout's stages come first, under their own names
-        metrics = self.learn(step, stage, episodes, timer, tracker)
-        metrics.update(self.queue.metrics())
-        metrics["queue/in_flight"] = float(len(self.producer.pending))
-        metrics.update({f"queue/record_tokens_{agent}": float(n) for agent, n in record.tokens.items()})
-        metrics.update(staleness_metrics(record, versions))
-        lags = record.lags(versions)
-        tracker.log_histograms({f"staleness/{agent}/lag": [float(x) for x in v] for agent, v in lags.items()}, step + 1)
-        metrics["time/rollout_wait"] = waited
-        metrics["faults/rollout_relaunches"] = float(self.producer.relaunches)
-        metrics["faults/generator_refreshes"] = float(self.generator_refreshes)
-        metrics["faults/duplicate_episodes"] = float(self.duplicate_episodes)
-        return metrics
-
-    def update_agents(
-        self, trained: list[tuple[Agent, list[Sample]]], timer: StageTimer, group_size: int
-    ) -> dict[str, float]:
-        """With ``runtime.concurrent_updates`` (the default) each agent's log-probs, advantages and update run in a
-        driver thread of their own, so both learner groups work at the same time instead of one waiting for the
-        other; the metrics are the inline ones, in the same order."""
-        if not self.config.runtime.concurrent_updates:
-            return super().update_agents(trained, timer, group_size)
-        calls = [partial(self._update, agent, samples, timer, group_size) for agent, samples in trained]
-        return {k: v for part in concurrently(calls, "learner-update") for k, v in part.items()}
-
-    def _unseen(self, episodes: list[Episode]) -> list[Episode]:
-        """Episodes whose id was never learned before (a regenerated batch must not be learned twice); duplicates
-        are dropped and counted."""
-        fresh = [e for e in episodes if e.episode_id not in self.seen_episodes]
-        self.duplicate_episodes += len(episodes) - len(fresh)
-        self.seen_episodes.update(e.episode_id for e in fresh)
-        return fresh
-
-    def sync_weights(self, agents: list[Agent], timer: StageTimer) -> None:
-        """Push each updated learner's weights to its generation pool (state dict by reference, never by value)."""
+    def sync(self, agents: Sequence[Agent], timer: StageTimer) -> dict[str, float]:
         with timer("weight_sync"):
             for agent in agents:
                 version = agent.learner.policy_version
                 if version == agent.generator.policy_version:
                     continue  # nothing trained (empty batch)
-                state = agent.learner.state_dict_ref()
-                self._push(agent.name, state, version)
+                state = agent.learner.state_dict_ref()  # type: ignore[attr-defined]  (a RemoteLearnerGroup)
+                self.push(agent.name, state, version)
                 self.latest_state[agent.name] = (state, version)  # a restarted generator gets these again
                 agent.generator.policy_version = version
+        return {"faults/generator_refreshes": float(self.generator_refreshes)}
 
-    def save_checkpoint(self, path: Path) -> None:
-        for agent in self.agents.values():
-            agent.learner.save_pretrained(path / agent.name)
-            agent.tokenizer.save_pretrained(path / agent.name)
+    def counters(self) -> dict[str, int]:
+        return {"generator_refreshes": self.generator_refreshes}
 
-    # write_resume_payload is the inline one: agent.learner.save_state runs on the learner group's actors, so on a
-    # cluster the run directory must be shared storage that every learner node mounts at the same path.
+    def push(self, name: AgentName, state: Any, version: int) -> None:
+        """A weight sync that outlives generation actors restarting under it: wait for them, push again."""
+        pool = self.topology.generation[name]
+        for attempt in range(self.max_restarts + 1):
+            try:
+                self.topology.weight_sync[name].push(state, version)
+                return
+            except RemoteCallError as exc:
+                if not generator_fault(exc.__cause__) or attempt == self.max_restarts:
+                    raise
+                log.warning("weight sync to %s hit a restarting actor; pushing again: %s", pool.name, exc)
+                for i, actor in enumerate(pool.actors):
+                    _version_once_up(actor, pool.label(i), self.timeout)
+                self.generator_refreshes += 1
+
+    def refresh(self) -> None:
+        """After a generation fault: wait until every generation actor answers (Ray restarts dead ones; one that
+        ran out of restarts is an error naming it), then push the current weights to any pool holding older ones."""
+        for name, agent in self.agents.items():
+            pool = self.topology.generation[name]
+            held = [_version_once_up(actor, pool.label(i), self.timeout) for i, actor in enumerate(pool.actors)]
+            if min(held) < agent.generator.policy_version:
+                state, version = self.latest_state[name]
+                log.warning("%s holds versions %s; pushing version %d again", pool.name, held, version)
+                self.push(name, state, version)
+                self.generator_refreshes += 1
+
+
+class RayRollout:
+    """Episode batches from the rollout actor, produced ahead of the learners and admitted by staleness; each
+    episode id is learned at most once (a batch generated again after a fault is not learned twice)."""
+
+    def __init__(
+        self,
+        config: WaltzConfig,
+        topology: Topology,
+        agents: dict[AgentName, Agent],
+        judge: RemoteJudge,
+        planner: BatchPlanner,
+        pools: PoolWeightSync,
+        resume: ResumePoint | None,
+    ) -> None:
+        self.config, self.agents, self.judge, self.planner, self.pools = config, agents, judge, planner, pools
+        state = resume.state if resume is not None else None
+        counters = state.counters if state is not None else {}
+        self.queue = EpisodeQueue(queue_capacity(config), config.runtime.max_staleness)
+        self.queue.restore_counters(counters)
+        # each stage of a rollout (c0, every feedback and revision round, judge) is bounded by remote_timeout_s
+        timeout = config.runtime.remote_timeout_s * (2 * config.rollout.t_max + 2)
+        total = config.stages.stage1_steps + config.stages.stage2_steps
+        start = (state.launch, state.step) if state is not None else (0, 0)
+        self.producer = RolloutProducer(
+            topology.rollout, self.queue, self.plan, total, timeout, start=start, recover=pools.refresh
+        )
+        self.producer.relaunches = counters.get("rollout_relaunches", 0)
+        self.duplicate_episodes = 0
+        self.seen_episodes: set[str] = set()
+
+    def plan(self, launch: int) -> PlannedBatch:
+        """The planned batch, plus the policy version every generator must hold to take its work."""
+        prompts, settings, ids = self.planner.plan(launch)
+        versions = {name: agent.generator.policy_version for name, agent in self.agents.items()}
+        return prompts, replace(settings, min_versions=versions), ids
+
+    def next_batch(self, learner_versions: dict[AgentName, int]) -> RolloutBatch:
+        start = time.perf_counter()
+        record = self.producer.next(learner_versions)
+        episodes = self._unseen(self.producer.episodes(record))
+        metrics = self.queue.metrics()
+        metrics["queue/in_flight"] = float(len(self.producer.pending))
+        metrics.update({f"queue/record_tokens_{agent}": float(n) for agent, n in record.tokens.items()})
+        metrics.update(staleness_metrics(record, learner_versions))
+        metrics["time/rollout_wait"] = time.perf_counter() - start
+        metrics["faults/rollout_relaunches"] = float(self.producer.relaunches)
+        metrics["faults/duplicate_episodes"] = float(self.duplicate_episodes)
+        lags = record.lags(learner_versions)
+        histograms = {f"staleness/{agent}/lag": [float(x) for x in v] for agent, v in lags.items()}
+        return RolloutBatch(episodes, record.launch, dict(record.seconds), metrics, histograms)
+
+    def _unseen(self, episodes: list[Episode]) -> list[Episode]:
+        fresh = [e for e in episodes if e.episode_id not in self.seen_episodes]
+        self.duplicate_episodes += len(episodes) - len(fresh)
+        self.seen_episodes.update(e.episode_id for e in fresh)
+        return fresh
+
+    def evaluate(self, prompts: Sequence[Prompt]) -> list[Episode]:
+        """The inline evaluation through the generation pools; a generation fault during it (an actor restarting,
+        or back with stale weights) refreshes the pools and evaluates again (greedy: the same result)."""
+        from waltz_ray.factory import rollout_settings
+        from waltz_ray.rollout import run_episodes
+
+        for agent in self.agents.values():  # a restarted actor must not evaluate with older weights
+            agent.generator.min_version = agent.generator.policy_version  # type: ignore[attr-defined]
+        ids = [f"eval-{i}" for i in range(len(prompts))]
+        settings = rollout_settings(self.config, evaluation=True)
+        conv, fb = self.agents["conversation"], self.agents["feedback"]
+        attempts = self.config.runtime.max_actor_restarts + 1
+        for attempt in range(attempts):
+            try:
+                return run_episodes(list(prompts), conv.generator, fb.generator, self.judge, settings, ids)
+            except GeneratorFault as exc:
+                if attempt == attempts - 1:
+                    raise
+                log.warning("evaluation hit a generation fault, refreshing the pools and evaluating again: %s", exc)
+                self.pools.refresh()
+        raise AssertionError("unreachable")
+
+    def counters(self) -> dict[str, int]:
+        return self.queue.counters() | {"rollout_relaunches": self.producer.relaunches}
+
+    def close(self) -> None:
+        self.producer.drain()
+
+
+def ray_trainer(
+    config: WaltzConfig,
+    out_dir: str | Path,
+    *,
+    check_resources: bool = True,
+    resume: ResumePoint | None = None,
+    hooks: Sequence[StepHook] = (),
+) -> Trainer:
+    """A trainer on Ray parts. ``resume``: every pool loads the checkpoint's weights (learners its optimizer state
+    too) before the first rollout, and the producer continues at the checkpoint's launch. Inside ``ray_session``."""
+    topology = build_topology(config, check=check_resources, resume=resume)
+    try:
+        if config.runtime.num_threads:
+            torch.set_num_threads(config.runtime.num_threads)
+        seed_everything(config.seed)
+        assert topology.judge is not None
+        judge = RemoteJudge(topology.judge, config.runtime.remote_timeout_s)
+        agents = remote_agents(topology)
+        train_prompts, eval_prompts = load_run_prompts(config)
+        state = resume.state if resume is not None else None
+        counters = state.counters if state is not None else {}
+        planner = BatchPlanner(config, train_prompts, state.data_position if state else 0)
+        pools = PoolWeightSync(topology, agents, counters)
+        rollout = RayRollout(config, topology, agents, judge, planner, pools, resume)
+        update = AgentUpdate(config, counters)
+        updater = ConcurrentUpdater(update) if config.runtime.concurrent_updates else SequentialUpdater(update)
+
+        def close() -> None:
+            rollout.close()
+            topology.shutdown()
+
+        parts = TrainParts(agents, planner, rollout, updater, pools, close=close, runtime=topology)
+        return Trainer(
+            config, out_dir, parts, eval_prompts, resume=resume, reference_paths=topology.reference_paths, hooks=hooks
+        )
+    except BaseException:
+        topology.shutdown()
+        raise
 
 
 def _version_once_up(actor: Any, label: str, timeout_s: float) -> int:
@@ -297,10 +290,10 @@ def ray_session() -> Iterator[None]:
 
 
 def train_ray(config: WaltzConfig, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
-    """``waltz-ray train --runtime ray``: the Ray counterpart of ``waltz_ray.train.train``."""
+    """``waltz-ray train --runtime ray``."""
     start = time.perf_counter()
     point = find_resume_point(config, out_dir) if resume else None  # before Ray starts: a bad checkpoint fails fast
     with ray_session():
-        result = RayTrainer(config, out_dir, resume=point).run()
+        result = ray_trainer(config, out_dir, resume=point).run()
     result["seconds"] = time.perf_counter() - start
     return result
