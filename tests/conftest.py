@@ -35,6 +35,29 @@ for _key, _value in _ENV.items():
     os.environ.setdefault(_key, _value)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the ``ray_session`` fixture needs Ray; a ``serve`` test needs Ray too."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()) or item.get_closest_marker("serve"):
+            item.add_marker(pytest.mark.ray)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``WALTZ_FORBID_RAY=1`` (``make fast-test``): starting Ray in this process fails at once, naming the rule,
+    and so does ``waltz_ray.runtime.driver.ray_session`` in any subprocess (it reads the same variable)."""
+    if os.environ.get("WALTZ_FORBID_RAY") != "1":
+        return
+    try:
+        import ray
+    except ImportError:
+        return
+
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("this test starts Ray but is not marked `ray` (WALTZ_FORBID_RAY=1: make fast-test)")
+
+    ray.init = forbidden
+
+
 def shared_data_dir() -> Path | None:
     """../shared/data next to the repository (present for developers and CI), or $WALTZ_SHARED_DATA."""
     env = os.environ.get("WALTZ_SHARED_DATA")

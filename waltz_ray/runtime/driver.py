@@ -273,6 +273,8 @@ def ray_session() -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    if os.environ.get("WALTZ_FORBID_RAY") == "1":
+        raise RuntimeError("Ray is switched off here (WALTZ_FORBID_RAY=1, set by make fast-test)")
     address = os.environ.get("RAY_ADDRESS") or None
     kwargs: dict[str, Any] = {"address": address, "include_dashboard": False}
     if address is None:
