@@ -10,10 +10,15 @@ import torch
 
 from waltz_ray.core.advantages import (
     ADVANTAGE_ESTIMATORS,
+    ESTIMATOR_SPECS,
+    LOSS_KL_ESTIMATOR,
+    check_kl_estimator,
+    estimator_spec,
     get_advantage_estimator,
     grpo,
     register_advantage,
     reinforce_pp,
+    resolve_kl_estimator,
     rloo,
 )
 
@@ -92,6 +97,39 @@ def test_registry_holds_all_estimators_and_alias() -> None:
 def test_unknown_estimator_lists_sorted_names() -> None:
     with pytest.raises(ValueError, match=r"valid names: grpo, reinforce\+\+, reinforce_pp, rloo"):
         get_advantage_estimator("ppo")
+
+
+def test_registry_says_what_each_estimator_needs() -> None:
+    """Groups and the KL's place come from the registry, not from name lists spread over the learner and trainer."""
+    for name in ("reinforce_pp", "reinforce++"):
+        spec = estimator_spec(name)
+        assert (spec.fn, spec.needs_groups, spec.kl_in_loss) == (reinforce_pp, False, False)
+    for name, fn in (("grpo", grpo), ("rloo", rloo)):
+        spec = estimator_spec(name)
+        assert (spec.name, spec.fn, spec.needs_groups, spec.kl_in_loss) == (name, fn, True, True)
+    assert set(ESTIMATOR_SPECS) == set(ADVANTAGE_ESTIMATORS)
+    with pytest.raises(ValueError, match=r"unknown advantage estimator 'ppo'; valid names: grpo, reinforce\+\+"):
+        estimator_spec("ppo")
+
+
+@pytest.mark.parametrize("name", ["grpo", "rloo"])
+def test_k1_is_refused_where_the_kl_is_in_the_loss(name: str) -> None:
+    with pytest.raises(ValueError, match=rf"algorithm\.kl_estimator k1 .*algorithm\.advantage_estimator {name}"):
+        check_kl_estimator(name, "k1")
+    with pytest.raises(ValueError, match="k3"):
+        resolve_kl_estimator(name, "k1", kl_coef=0.01)
+    check_kl_estimator(name, "k1", kl_coef=0.0)  # no KL term: nothing to regularise
+    for kind in ("k2", "k3"):
+        check_kl_estimator(name, kind)
+        assert resolve_kl_estimator(name, kind) == kind
+    assert resolve_kl_estimator(name, None) == LOSS_KL_ESTIMATOR == "k3"
+
+
+def test_any_kl_estimator_goes_where_the_kl_is_in_the_reward() -> None:
+    for kind in ("k1", "k2", "k3"):
+        check_kl_estimator("reinforce_pp", kind)
+        assert resolve_kl_estimator("reinforce_pp", kind) == kind
+    assert resolve_kl_estimator("reinforce_pp", None) == "k1"
 
 
 def test_duplicate_registration_is_refused() -> None:

@@ -9,10 +9,12 @@ import torch
 from torch import Tensor
 
 from waltz_ray.core.losses import (
+    MicroStats,
     PolicyLossStats,
     entropy_from_logits,
     kl_estimate,
     kl_penalty_loss,
+    micro_batch_loss,
     policy_loss,
     token_logprobs,
     token_sum_mean,
@@ -175,6 +177,127 @@ def test_kl_penalty_loss_value_and_ref_is_constant() -> None:
     assert torch.allclose(loss, 0.05 * ((logp - ref) * mask).sum() / mask.sum())
     loss.backward()
     assert ref.grad is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "want"),
+    [
+        # π = softmax(z) = [1/2, 1/4, 1/4], π_ref = [1/4, 1/4, 1/2]; L = Σ_a sg(π_a)·k(log π_a, log π_ref_a) is the
+        # KL term's expectation over on-policy samples, ∂L/∂z its expected gradient.
+        ("k1", [0.0, 0.0, 0.0]),  # Σ_a π_a (δ_aj − π_j) = π_j − π_j = 0: regularises nothing
+        ("k2", [0.375 * math.log(2), -0.0625 * math.log(2), -0.3125 * math.log(2)]),  # ∇ KL(π ‖ π_ref)
+        ("k3", [0.25, 0.0, -0.25]),  # Σ_a (π_a − ref_a)(δ_aj − π_j) = π_j − ref_j: ∇ KL(π_ref ‖ π)
+    ],
+)
+def test_expected_gradient_of_the_kl_loss_term_on_policy_samples(kind: str, want: list[float]) -> None:
+    """Why k1 is refused where the KL is in the loss (grpo, rloo): its expected gradient on the policy's own samples
+    is exactly zero (hand-computed on a 3-token vocabulary); k2's and k3's pull the policy toward the reference."""
+    z = torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64).log().requires_grad_(True)
+    ref = torch.tensor([0.25, 0.25, 0.5], dtype=torch.float64).log()
+    logp = torch.log_softmax(z, dim=0)
+    expected = (logp.detach().exp() * kl_estimate(logp, ref, kind)).sum()
+    (grad,) = torch.autograd.grad(expected, z)
+    torch.testing.assert_close(grad, torch.tensor(want, dtype=torch.float64), rtol=0, atol=1e-12)
+    if kind == "k1":  # while the estimate itself is not 0: KL(π ‖ π_ref) = log(2) / 4
+        assert float(expected.detach()) == pytest.approx(math.log(2) / 4)
+
+
+# ---------------------------------------------------------------- the learner's micro-batch loss
+
+
+def micro_inputs() -> dict[str, Tensor]:
+    """One row, two action tokens and one masked position holding values that would overflow exp() if used."""
+    half, quarter = math.log(0.5), math.log(0.25)
+    return {
+        "logp": torch.tensor([[half, quarter, -200.0]], requires_grad=True),
+        "entropy": torch.tensor([[1.0, 2.0, 9.0]]),
+        "old_logp": torch.tensor([[half, half, 50.0]]),
+        "ref_logp": torch.tensor([[quarter, quarter, -80.0]]),
+        "advantages": torch.tensor([[1.0, -1.0, 0.0]]),
+        "mask": torch.tensor([[1.0, 1.0, 0.0]]),
+    }
+
+
+def test_micro_batch_loss_hand_computed() -> None:
+    """The batch holds 4 action tokens, this micro-batch 2 (share 1/2). Ratios [1, 1/2]; ε 0.2 clips token 1:
+    min(1·1, 1·1) = 1 and min(½·−1, 0.8·−1) = −0.8, so the policy loss is −(1 − 0.8)/4. k3 to the reference:
+    token 0 exp(−log 2) + log 2 − 1 = log 2 − ½, token 1 (logp = ref) 0; coef ½ over 4 tokens."""
+    x = micro_inputs()
+    loss, stats = micro_batch_loss(
+        *x.values(), clip_eps=0.2, kl_in_loss=True, kl_estimator="k3", kl_coef=0.5, num_tokens=4.0
+    )
+    ln2 = math.log(2)
+    want_loss = -(1.0 - 0.8) / 4 + 0.5 * (ln2 - 0.5) / 4
+    assert float(loss.detach()) == pytest.approx(want_loss, abs=1e-7)
+    assert isinstance(stats, MicroStats)
+    assert stats.loss == pytest.approx(want_loss, abs=1e-7)
+    assert stats.clip_fraction == pytest.approx(0.5 * 0.5)  # 1 of 2 tokens clipped, times the share
+    assert stats.approx_kl == pytest.approx((ln2 / 2) * 0.5)  # mean(old − logp) = (0 + log 2)/2, times the share
+    assert stats.entropy == pytest.approx((1.0 + 2.0) / 4)
+    assert stats.ref_kl == pytest.approx(2 * (ln2 - 0.5) / 4, abs=1e-7)  # k3(old, ref): log 2 − ½ on both tokens
+    loss.backward()
+    grad = x["logp"].grad
+    assert grad is not None and torch.isfinite(grad).all() and grad[0, 2] == 0.0
+
+
+def test_micro_batch_loss_without_the_kl_term_is_the_policy_loss() -> None:
+    x = micro_inputs()
+    want, pstats = policy_loss(x["logp"], x["old_logp"], x["advantages"], x["mask"], clip_eps=0.2, num_tokens=4.0)
+    for kl_in_loss, coef in ((False, 0.5), (True, 0.0)):
+        loss, stats = micro_batch_loss(
+            *x.values(), clip_eps=0.2, kl_in_loss=kl_in_loss, kl_estimator="k3", kl_coef=coef, num_tokens=4.0
+        )
+        assert torch.equal(loss, want)
+        assert stats.clip_fraction == pstats.clip_fraction * 0.5
+    x["ref_logp"] = None  # type: ignore[assignment]
+    loss, stats = micro_batch_loss(
+        *x.values(), clip_eps=0.2, kl_in_loss=False, kl_estimator="k3", kl_coef=0.5, num_tokens=4.0
+    )
+    assert torch.equal(loss, want) and math.isnan(stats.ref_kl)
+    with pytest.raises(ValueError, match="reference log-probs are required"):
+        micro_batch_loss(*x.values(), clip_eps=0.2, kl_in_loss=True, kl_estimator="k3", kl_coef=0.5, num_tokens=4.0)
+
+
+def test_micro_batch_loss_on_policy() -> None:
+    """``old_logp`` None: ratio 1 (loss −mean advantage, nothing clipped, approx KL 0) and ``ref_kl`` measured on
+    ``logp`` itself: k1(logp, ref) = [log 2, 0]."""
+    x = micro_inputs()
+    x["old_logp"] = None  # type: ignore[assignment]
+    loss, stats = micro_batch_loss(
+        *x.values(), clip_eps=0.2, kl_in_loss=False, kl_estimator="k1", kl_coef=0.5, num_tokens=4.0
+    )
+    assert float(loss.detach()) == pytest.approx(-(1.0 - 1.0) / 4)
+    assert (stats.clip_fraction, stats.approx_kl) == (0.0, 0.0)
+    assert stats.ref_kl == pytest.approx(math.log(2) / 4)
+
+
+def test_micro_batch_losses_add_up_to_the_whole_batch() -> None:
+    """Micro-batches given the global token count: their losses and stats sum to the whole batch's."""
+    logp, old, ref, adv, mask = make_batch(batch=6, length=5, seed=3)
+    entropy = torch.rand(6, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    total = float(mask.sum())
+
+    def loss(i: int, j: int) -> tuple[Tensor, MicroStats]:
+        return micro_batch_loss(
+            logp[i:j],
+            entropy[i:j],
+            old[i:j],
+            ref[i:j],
+            adv[i:j],
+            mask[i:j],
+            clip_eps=0.2,
+            kl_in_loss=True,
+            kl_estimator="k3",
+            kl_coef=0.1,
+            num_tokens=total,
+        )
+
+    whole, whole_stats = loss(0, 6)
+    parts = [loss(i, j) for i, j in ((0, 1), (1, 4), (4, 6))]
+    assert float(sum(loss for loss, _ in parts)) == pytest.approx(float(whole), abs=1e-6)
+    for field in ("loss", "clip_fraction", "approx_kl", "entropy", "ref_kl"):
+        got = sum(getattr(stats, field) for _, stats in parts)
+        assert got == pytest.approx(getattr(whole_stats, field), abs=1e-6), field
 
 
 # ---------------------------------------------------------------- log-probs and entropy

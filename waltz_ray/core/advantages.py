@@ -1,11 +1,13 @@
 """Advantage estimators for critic-free policy gradients: REINFORCE++ (the WaltzRL default), GRPO and RLOO.
 
-Pure functions over tensors with one shared signature, looked up by name from a small registry.
+Pure functions over tensors with one shared signature, looked up by name from a small registry that also says what
+each estimator needs around it (``EstimatorSpec``: prompt groups, the KL in the loss or in the advantages).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
 import torch
@@ -43,28 +45,87 @@ class AdvantageFn(Protocol):
     ) -> Tensor: ...
 
 
-ADVANTAGE_ESTIMATORS: dict[str, AdvantageFn] = {}
+@dataclass(frozen=True)
+class EstimatorSpec:
+    """An estimator and what the rest of the learner must do around it.
+
+    needs_groups: the baseline is the prompt group, so ``group_ids`` are required and a group needs at least two
+        samples (``algorithm.samples_per_prompt >= 2``).
+    kl_in_loss: the KL to the reference is a term of the loss (``kl_penalty_loss``), not folded into the advantages;
+        its estimator must then have a gradient (see ``check_kl_estimator``).
+    """
+
+    name: str
+    fn: AdvantageFn
+    needs_groups: bool = False
+    kl_in_loss: bool = False
 
 
-def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
-    """Register an estimator under ``name``; stack the decorator to add aliases."""
+ESTIMATOR_SPECS: dict[str, EstimatorSpec] = {}
+ADVANTAGE_ESTIMATORS: dict[str, AdvantageFn] = {}  # name -> fn, the same registry without the metadata
+
+LOSS_KL_ESTIMATOR = "k3"
+"""The KL estimator of a KL-in-the-loss estimator when none is configured: unbiased, >= 0, and with a gradient."""
+REWARD_KL_ESTIMATOR = "k1"
+"""The KL estimator of a KL-in-the-advantages estimator (REINFORCE++) when none is configured."""
+
+
+def register_advantage(
+    name: str, *, needs_groups: bool = False, kl_in_loss: bool = False
+) -> Callable[[AdvantageFn], AdvantageFn]:
+    """Register an estimator under ``name`` with its metadata (``EstimatorSpec``); stack the decorator to add
+    aliases."""
 
     def decorator(fn: AdvantageFn) -> AdvantageFn:
-        if name in ADVANTAGE_ESTIMATORS:
+        if name in ESTIMATOR_SPECS:
             raise ValueError(f"advantage estimator {name!r} is already registered")
+        ESTIMATOR_SPECS[name] = EstimatorSpec(name, fn, needs_groups=needs_groups, kl_in_loss=kl_in_loss)
         ADVANTAGE_ESTIMATORS[name] = fn
         return fn
 
     return decorator
 
 
+def estimator_spec(name: str) -> EstimatorSpec:
+    """Look up an estimator and its metadata by name; unknown names raise ValueError listing the valid ones."""
+    try:
+        return ESTIMATOR_SPECS[name]
+    except KeyError:
+        valid = ", ".join(sorted(ESTIMATOR_SPECS))
+        raise ValueError(f"unknown advantage estimator {name!r}; valid names: {valid}") from None
+
+
 def get_advantage_estimator(name: str) -> AdvantageFn:
     """Look up an estimator by name; unknown names raise ValueError listing the valid ones."""
-    try:
-        return ADVANTAGE_ESTIMATORS[name]
-    except KeyError:
-        valid = ", ".join(sorted(ADVANTAGE_ESTIMATORS))
-        raise ValueError(f"unknown advantage estimator {name!r}; valid names: {valid}") from None
+    return estimator_spec(name).fn
+
+
+def check_kl_estimator(advantage_estimator: str, kl_estimator: str, kl_coef: float | None = None) -> None:
+    """Refuse k1 where the KL is a term of the loss (``kl_in_loss`` estimators: grpo, rloo); ValueError naming
+    ``algorithm.kl_estimator``. ``kl_coef`` 0: no KL term, nothing to refuse.
+
+    Why: the loss term is kl_coef · mean(k(logp, ref_logp)) over tokens sampled from the policy itself. For k1 =
+    logp − ref_logp its gradient is ∇logp, whose expectation under the policy is Σ π ∇log π = ∇Σ π = 0: the term
+    pulls the policy nowhere (it only adds noise). k2 = ½(logp − ref)² has gradient (logp − ref)·∇logp and k3 =
+    e^(ref − logp) − (ref − logp) − 1 has (1 − e^(ref − logp))·∇logp, both of which vanish only at the reference.
+    """
+    spec = estimator_spec(advantage_estimator)
+    if spec.kl_in_loss and kl_estimator == "k1" and (kl_coef is None or kl_coef > 0):
+        raise ValueError(
+            f"algorithm.kl_estimator k1 cannot be used with algorithm.advantage_estimator {advantage_estimator}: "
+            f"{advantage_estimator} puts the KL to the reference into the loss, where k1's expected gradient on the "
+            "policy's own samples is zero (the term would regularise nothing); set algorithm.kl_estimator to k3 "
+            "(or k2)"
+        )
+
+
+def resolve_kl_estimator(advantage_estimator: str, kl_estimator: str | None, kl_coef: float | None = None) -> str:
+    """The KL estimator to use: the configured one (checked by ``check_kl_estimator``), or when None the default for
+    where the estimator puts the KL (``LOSS_KL_ESTIMATOR`` in the loss, ``REWARD_KL_ESTIMATOR`` in the reward)."""
+    if kl_estimator is None:
+        return LOSS_KL_ESTIMATOR if estimator_spec(advantage_estimator).kl_in_loss else REWARD_KL_ESTIMATOR
+    check_kl_estimator(advantage_estimator, kl_estimator, kl_coef)
+    return kl_estimator
 
 
 def _float_dtype(rewards: Tensor) -> torch.dtype:
@@ -166,7 +227,7 @@ def _broadcast(seq_adv: Tensor, mask: Tensor) -> Tensor:
     return torch.where(action, seq_adv[:, None].expand(action.shape), torch.zeros_like(seq_adv)[:, None])
 
 
-@register_advantage("grpo")
+@register_advantage("grpo", needs_groups=True, kl_in_loss=True)
 def grpo(
     rewards: Tensor,
     mask: Tensor,
@@ -195,7 +256,7 @@ def grpo(
     return _broadcast(seq_adv, mask)
 
 
-@register_advantage("rloo")
+@register_advantage("rloo", needs_groups=True, kl_in_loss=True)
 def rloo(
     rewards: Tensor,
     mask: Tensor,

@@ -144,6 +144,67 @@ def kl_penalty_loss(
     return coef * token_sum_mean(kl_estimate(logp, ref_logp, kind), mask, num_tokens)
 
 
+@dataclass(frozen=True)
+class MicroStats:
+    """Detached figures of one micro-batch, each already this micro-batch's share of the batch's figure: summed over
+    the micro-batches (and data-parallel ranks) of a batch they give the batch's loss, clip fraction, approx KL,
+    mean entropy and mean KL to the reference. Shares are by action tokens over the batch's ``num_tokens``.
+
+    ref_kl: KL(π_old ‖ π_ref) of the policy before the step (``old_logp``; on-policy ``logp`` detached) with the
+    given KL estimator; NaN when no reference log-probs were given.
+    """
+
+    loss: float
+    clip_fraction: float
+    approx_kl: float
+    entropy: float
+    ref_kl: float
+
+
+def micro_batch_loss(
+    logp: Tensor,
+    entropy: Tensor,
+    old_logp: Tensor | None,
+    ref_logp: Tensor | None,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    clip_eps: float,
+    kl_in_loss: bool,
+    kl_estimator: str,
+    kl_coef: float,
+    num_tokens: float,
+) -> tuple[Tensor, MicroStats]:
+    """The loss of one micro-batch of a learner update (torch and DeepSpeed learners both call this), and its stats.
+
+    loss = policy_loss(logp, old, advantages) [+ kl_penalty_loss(logp, ref_logp) when ``kl_in_loss`` and
+    ``kl_coef`` > 0], both token sums over the batch's GLOBAL ``num_tokens`` so micro-batches and ranks add up.
+    ``old_logp`` None is an on-policy update: the old log-probs are ``logp`` detached (the ratio is 1) and
+    ``MicroStats.ref_kl`` measures the KL to the reference on the same forward pass.
+
+    Shapes: logp, entropy, old_logp, ref_logp, advantages, mask [B, T] → (scalar loss with grad, MicroStats).
+    """
+    old = logp.detach() if old_logp is None else old_logp
+    loss, pstats = policy_loss(logp, old, advantages, mask, clip_eps=clip_eps, num_tokens=num_tokens)
+    if kl_in_loss and kl_coef > 0:
+        if ref_logp is None:
+            raise ValueError("the KL is in the loss (grpo, rloo): reference log-probs are required")
+        loss = loss + kl_penalty_loss(logp, ref_logp, mask, kind=kl_estimator, coef=kl_coef, num_tokens=num_tokens)
+    total = max(num_tokens, 1.0)
+    share = float(mask.sum()) / total
+    ref_kl = float("nan")
+    if ref_logp is not None:
+        kl = torch.where(mask > 0, kl_estimate(old.detach(), ref_logp.detach(), kl_estimator), 0.0)
+        ref_kl = float(kl.sum()) / total
+    return loss, MicroStats(
+        loss=float(loss.detach()),
+        clip_fraction=pstats.clip_fraction * share,
+        approx_kl=pstats.approx_kl * share,
+        entropy=float((entropy.detach() * mask).sum()) / total,
+        ref_kl=ref_kl,
+    )
+
+
 def token_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
     """Log-probability of each chosen token, computed in float32 for stability.
 

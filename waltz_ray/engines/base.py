@@ -73,8 +73,10 @@ class Learner(Protocol):
         ref_logp: torch.Tensor | None,
         advantages: torch.Tensor,
     ) -> UpdateStats:
-        """One optimizer step (over micro-batches) of the clipped policy loss; ``old_logp`` None means on-policy (the
-        update's own forward pass gives them)."""
+        """One optimizer step per PPO epoch (over micro-batches) of ``core.losses.micro_batch_loss``: the clipped
+        policy loss, plus the KL to the reference where the advantage estimator puts it in the loss
+        (``core.advantages.estimator_spec(name).kl_in_loss``; ``ref_logp`` is then required). ``old_logp`` None means
+        on-policy (the update's own forward pass gives them, and ``UpdateStats.ref_kl`` is measured on it)."""
         ...
 
     def save_pretrained(self, path: str | Path) -> None:

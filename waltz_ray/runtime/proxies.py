@@ -190,7 +190,8 @@ class RemoteReference:
 
 
 class RemoteLearnerGroup:
-    """One agent's learner group (a TorchLearner actor, or the ranks of a DeepSpeed group) as one learner.
+    """One agent's learner group (a TorchLearner actor, or the ranks of a DeepSpeed group) as one ``Learner``
+    (``waltz_ray.engines.base``); the actors are ``LearnerHost``s.
 
     Every call goes to all ranks (DeepSpeed's calls are collective) with arguments put into the object store once;
     rank 0's answer is returned. ``policy_version`` mirrors the ranks' version (one increment per update).
