@@ -13,9 +13,15 @@ from typing import TypeVar
 import torch
 
 from waltz_ray.config import WaltzConfig
-from waltz_ray.core.advantages import get_advantage_estimator
+from waltz_ray.core.advantages import estimator_spec
 from waltz_ray.core.losses import kl_estimate, truncated_is_weights
-from waltz_ray.engines.learner import UpdateStats, behaviour_logprobs, make_batch, rollout_reference_logprobs
+from waltz_ray.engines.learner import (
+    UpdateStats,
+    behaviour_logprobs,
+    kl_settings,
+    make_batch,
+    rollout_reference_logprobs,
+)
 from waltz_ray.factory import Agent
 from waltz_ray.rollout import StageTimer
 from waltz_ray.trainer.batches import prompt_groups
@@ -36,7 +42,8 @@ class AgentUpdate:
     def __init__(self, config: WaltzConfig, counters: dict[str, int] | None = None) -> None:
         counters = counters or {}
         self.config = config
-        self.estimator = get_advantage_estimator(config.algorithm.advantage_estimator)
+        self.spec = estimator_spec(config.algorithm.advantage_estimator)
+        self.kl_estimator = kl_settings(config.algorithm)[1]
         self.group_size = config.algorithm.samples_per_prompt
         self.skipped_updates = {a: counters.get(f"skipped_updates_{a}", 0) for a in AGENTS}
         self.consecutive_skips = {a: counters.get(f"consecutive_skips_{a}", 0) for a in AGENTS}
@@ -65,9 +72,9 @@ class AgentUpdate:
             ref_logp = learner_ref if scored is None else scored
         with timer("advantage"):
             rewards = torch.tensor([s.reward for s in samples], dtype=torch.float32)
-            kl = None if old_logp is None else kl_estimate(old_logp, ref_logp, cfg.kl_estimator) * batch.action_mask
+            kl = None if old_logp is None else kl_estimate(old_logp, ref_logp, self.kl_estimator) * batch.action_mask
             groups = prompt_groups([s.episode_id for s in samples], self.group_size) if self.group_size > 1 else None
-            advantages = self.estimator(
+            advantages = self.spec.fn(
                 rewards, batch.action_mask, kl=kl, kl_coef=cfg.kl_coef, group_ids=groups, gamma=cfg.discount
             )
             off_policy = None if old_logp is None else self.off_policy_weights(agent, samples, old_logp, width)
@@ -111,13 +118,13 @@ class AgentUpdate:
 
     def on_policy(self, agent: Agent, samples: list[Sample]) -> bool:
         """Whether the update can take its old log-probs from its own forward pass instead of a separate scoring
-        pass (TRL's GRPO and OpenRLHF do the same): one epoch, a group estimator (the KL goes into the loss, not into
-        the advantages), no KL bound to check before the update, and no sample older than the learner."""
+        pass (TRL's GRPO and OpenRLHF do the same): one epoch, an estimator whose KL goes into the loss (not into the
+        advantages), no KL bound to check before the update, and no sample older than the learner."""
         cfg = self.config.algorithm
         current = agent.learner.policy_version
         return (
             cfg.ppo_epochs == 1
-            and cfg.advantage_estimator in ("grpo", "rloo")
+            and self.spec.kl_in_loss
             and cfg.max_kl is None
             and all(s.policy_version >= current for s in samples)
         )
