@@ -13,7 +13,7 @@ step, with ``runtime.concurrent_updates=false`` (the driver updates the feedback
 conversation agent's: the old scheduling) and ``true`` (both groups' log-probs and updates in flight at once), in one
 Ray session, ``--rounds`` rounds, the order alternating from round to round (sequential first in even rounds). Only
 the training-step loop is timed (``overlap.run_once``: first step start to last step end; actor start-up and the
-evaluations are not). Both variants compute the same metrics and weights (tests/test_runtime.py). Printed: the
+evaluations are not). Both variants compute the same metrics and weights (tests/runtime/test_runtime.py). Printed: the
 per-stage means of both variants, the per-round ratios, ``speedup_totals=`` (summed loop walls, sequential over
 concurrent) and, as the last line, ``speedup=<median of the per-round ratios>``: on a shared machine a load spike
 lands in single runs, which the median of back-to-back pairs resists (as in ``generation.py``).

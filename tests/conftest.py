@@ -35,10 +35,18 @@ for _key, _value in _ENV.items():
     os.environ.setdefault(_key, _value)
 
 
+# fixtures that start Ray (in the test process or in subprocesses) or deploy Ray Serve: a test using one of them,
+# directly or through another fixture, gets the marker without having to say so
+RAY_FIXTURES = {"ray_session", "ray_head", "clean_run", "uninterrupted", "world", "cluster"}
+SERVE_FIXTURES = {"served"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that uses the ``ray_session`` fixture needs Ray; a ``serve`` test needs Ray too."""
     for item in items:
-        if "ray_session" in getattr(item, "fixturenames", ()) or item.get_closest_marker("serve"):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SERVE_FIXTURES:
+            item.add_marker(pytest.mark.serve)
+        if fixtures & RAY_FIXTURES or item.get_closest_marker("serve"):
             item.add_marker(pytest.mark.ray)
 
 

@@ -27,7 +27,7 @@ from waltz_ray.types import Prompt
 from waltz_ray.worlds.sft import SFTExample
 
 # The tiny conversation agent's repertoire. Refusals must be recognised by the rule judge and answers must not:
-# tests/test_tiny.py checks both against waltz_ray.engines.judges. Each group shares its first word so that the
+# tests/worlds/test_tiny.py checks both against waltz_ray.engines.judges. Each group shares its first word so that the
 # first token carries the whole refuse/answer probability (greedy decoding then follows the policy's majority,
 # not whichever group happens to have fewer surface forms).
 REFUSALS = (

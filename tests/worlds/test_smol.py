@@ -21,7 +21,7 @@ from waltz_ray.cli import main
 from waltz_ray.config import build_config, load_config
 from waltz_ray.worlds import resolve_model_path, smol
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HAS_SMOL = all(importlib.util.find_spec(name) is not None for name in (smol.PACKAGE, "gguf", "accelerate"))
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 SMOL_CONFIG = ROOT / "configs" / "smol.yaml"

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_profile_loop_runs_reduced(tmp_path: Path) -> None:
     """The inline profile (per-stage table, cProfile entries, a stats file) and the Ray A/B of the learner-group

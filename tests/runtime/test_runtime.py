@@ -24,7 +24,7 @@ from waltz_ray.runtime.nccl import NCCLUnavailableError, plan_buckets, require_c
 from waltz_ray.runtime.queue import EpisodeQueue, EpisodeRecord, QueueFullError, staleness_metrics
 from waltz_ray.types import Completion, GenerationParams
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def record(launch: int, conversation: tuple[int, ...], feedback: tuple[int, ...]) -> EpisodeRecord:

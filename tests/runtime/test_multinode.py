@@ -43,6 +43,7 @@ def rows(out: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_losing_the_node_of_a_generation_pool_is_survived(cluster: Any, tiny_env: Path, tmp_path: Path) -> None:

@@ -13,10 +13,11 @@ import pytest
 
 from waltz_ray.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHORT = ["stages.stage1_steps=30", "stages.stage2_steps=10", "stages.eval_every=30", "logging.progress=false"]
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_tiny_run_improves_the_pair(tmp_path: Path) -> None:

@@ -187,7 +187,7 @@ def test_judge_agreement_counts_table_and_excludes_failures() -> None:
 
 
 def _shared_data() -> Path | None:
-    candidates = [Path(__file__).resolve().parents[2] / "shared" / "data"]
+    candidates = [Path(__file__).resolve().parents[3] / "shared" / "data"]
     if os.environ.get("WALTZ_SHARED_DATA"):
         candidates.append(Path(os.environ["WALTZ_SHARED_DATA"]))
     return next((c for c in candidates if (c / "jailbreakbench").is_dir()), None)

@@ -21,7 +21,7 @@ from waltz_ray.data.loaders import (
 
 
 def _shared_data() -> Path | None:
-    default = Path(__file__).resolve().parents[2] / "shared" / "data"
+    default = Path(__file__).resolve().parents[3] / "shared" / "data"
     if default.is_dir():
         return default
     env = os.environ.get("WALTZ_SHARED_DATA")

@@ -32,7 +32,7 @@ from waltz_ray.config import AlgorithmConfig, LearnerConfig
 from waltz_ray.engines.learner import TokenBatch, TorchLearner, make_batch
 from waltz_ray.types import Completion
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -195,7 +195,7 @@ def world1_main(model_dir: str, ckpt_dir: str, out_json: str) -> None:
 def test_world1_zero_stages_match_torch_and_checkpoints_round_trip(model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "world1.json"
     code = (
-        "import sys; from tests.test_deepspeed_learner import world1_main; "
+        "import sys; from tests.engines.test_deepspeed_learner import world1_main; "
         "world1_main(sys.argv[1], sys.argv[2], sys.argv[3])"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

@@ -21,7 +21,7 @@ import pytest
 from waltz_ray.engines import vllm_engine
 from waltz_ray.engines.vllm_worker_ext import checkpoint_files
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
 # One subprocess does everything, so vLLM is imported and the engine started once.

@@ -36,7 +36,7 @@ from waltz_ray.serve.validation import ApiError, Limits, parse_chat_request, par
 httpx = pytest.importorskip("httpx")
 openai = pytest.importorskip("openai")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KEY = "test-key-0123456789abcdef"
 CAPACITY = ["serve.ingress.max_ongoing_requests=2", "serve.ingress.max_queued_requests=2"]
 SMALL = [
@@ -93,6 +93,7 @@ def _read_until(proc: subprocess.Popen[str], pattern: str, timeout_s: float) -> 
     return found[0]
 
 
+@pytest.mark.serve
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_cli_serves_real_tiny_agents_and_exits_cleanly_on_sigterm(tiny_env: Path) -> None:
@@ -143,6 +144,7 @@ def test_cli_refuses_to_start_without_a_key() -> None:
     assert proc.returncode == 2 and "no API key" in proc.stderr, proc.stderr[-2000:]
 
 
+@pytest.mark.serve
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_load_benchmark_runs_reduced(tmp_path: Path) -> None:

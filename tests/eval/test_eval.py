@@ -30,7 +30,7 @@ from waltz_ray.eval.systems import ORACLE_FEEDBACK, SYSTEM_NAMES, oracle_episode
 from waltz_ray.rollout import RolloutSettings
 from waltz_ray.types import Completion, Episode, GenerationParams, JudgeVerdict, Message, Prompt, Round
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORLD = [*TINY, "tiny.sft_steps=400", "data.eval_limit=24", "learner.lr=1e-3"]
 SINGLE = ["algorithm.mode=single", "stages.stage1_steps=0"]
 
@@ -236,7 +236,7 @@ def test_judge_agreement_cli_on_jailbreakbench(shared_data: Path, tmp_path: Path
     result = _json(out)
     assert result["n_rows"] == 300
     everything, jailbreaks = result["subsets"]["all"], result["subsets"]["label=harmful"]
-    # the README's table (tests/test_judges.py measures the same numbers through the library)
+    # the README's table (tests/engines/test_judges.py measures the same numbers through the library)
     assert (everything["judge"]["n"], round(everything["judge"]["accuracy"], 3)) == (300, 0.887)
     assert round(everything["judge"]["cohen_kappa"], 3) == 0.771
     assert (jailbreaks["judge"]["n"], round(jailbreaks["judge"]["accuracy"], 3)) == (200, 0.830)

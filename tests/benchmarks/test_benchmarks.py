@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_reduced(script: str, out: Path, **env: str) -> list[str]:
@@ -30,6 +30,8 @@ def run_reduced(script: str, out: Path, **env: str) -> list[str]:
     return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 @pytest.mark.timeout(360)
 def test_overlap_benchmark_runs_reduced(tmp_path: Path) -> None:
     """Sync and async Ray runs in one invocation on a tiny model built on the fly; the last stdout line is the
@@ -87,6 +89,7 @@ def test_seed_table_reads_finished_runs(tmp_path: Path) -> None:
         seeds.run_summary(tmp_path / "seed1")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(360)
 def test_generation_benchmark_runs_reduced(tmp_path: Path) -> None:
     """HF and vLLM generate the same batch in one invocation; tokens are counted for both and the last stdout line
@@ -111,6 +114,8 @@ def test_generation_benchmark_runs_reduced(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 @pytest.mark.timeout(360)
 def test_scaling_benchmark_runs_reduced(tmp_path: Path) -> None:
     """The real queue, producer and proxies driven by sleeping actors: staleness stays within max_staleness, no
@@ -135,6 +140,8 @@ def test_scaling_benchmark_runs_reduced(tmp_path: Path) -> None:
     assert float(last.group(1)) == pytest.approx(max(largest), abs=1e-3)
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 @pytest.mark.timeout(360)
 def test_peer_trl_benchmark_runs_reduced(tmp_path: Path) -> None:
     """This project (Ray and inline runtimes) and TRL's GRPOTrainer train the same tiny agent in one invocation,
