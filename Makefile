@@ -24,10 +24,10 @@ lint: setup
 	$(VENV)/bin/ruff format --check waltz_ray tests benchmarks jobs
 	$(VENV)/bin/mypy waltz_ray/core waltz_ray/types.py
 
-## The quick loop while editing (under ~2 minutes): no Ray, no Serve, no slow runs. WALTZ_FORBID_RAY makes any test
+## The quick loop while editing (under ~2 minutes): no Ray, no Serve, no vLLM engine, no slow runs. WALTZ_FORBID_RAY makes any test
 ## that would start Ray anyway fail with a message naming it (it then needs the `ray` marker).
 fast-test: setup lint
-	$(ENV) WALTZ_FORBID_RAY=1 $(PY) -m pytest -q -m "not slow and not ray and not serve"
+	$(ENV) WALTZ_FORBID_RAY=1 $(PY) -m pytest -q -m "not slow and not ray and not serve and not vllm"
 
 clean:
 	rm -rf .cache runs .pytest_cache .mypy_cache .ruff_cache

