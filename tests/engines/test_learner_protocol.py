@@ -62,7 +62,7 @@ def test_learners_have_the_protocol_methods_with_its_parameter_names(cls: type) 
 def test_learners_are_learners() -> None:
     assert isinstance(torch_learner(), Learner)
     assert isinstance(RemoteLearnerGroup(Pool("feedback_learner", []), timeout_s=1.0), Learner)
-    # A DeepSpeedLearner needs a torch.distributed group to build (tests/engines/test_deepspeed_learner.py builds real ones);
+    # A DeepSpeedLearner needs a torch.distributed group to build (engines/test_deepspeed_learner.py builds real ones);
     # the Protocol check needs only its methods and the version its constructor sets.
     deepspeed = object.__new__(DeepSpeedLearner)
     deepspeed.policy_version = 0
