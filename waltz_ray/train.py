@@ -234,7 +234,11 @@ class InlineTrainer:
             )
         with timer("reward"):
             weights = stage_weights(
-                stage, cfg.reward.alpha, cfg.reward.lambda_stage1, cfg.reward.lambda_stage2, cfg.reward.gamma
+                stage,
+                cfg.reward.dir_weight,
+                cfg.reward.label_weight_stage1,
+                cfg.reward.label_weight_stage2,
+                cfg.reward.format_weight,
             )
             fb_samples, conv_samples, sample_stats = batch_samples(
                 episodes, cfg.seed, step, weights, cfg.rollout.mix_prob_b
