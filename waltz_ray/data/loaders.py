@@ -6,18 +6,23 @@ Every loader returns plain records (`Prompt`, `LabelledResponse`); `datasets` is
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from waltz_ray.types import Prompt, PromptLabel
+from waltz_ray.types import AGENTS, AgentName, Prompt, PromptLabel
 
 if TYPE_CHECKING:
     from datasets import Dataset
+
+    from waltz_ray.config import WaltzConfig
+
+log = logging.getLogger(__name__)
 
 BUILTIN_FILE = "prompts.jsonl"
 BUILTIN_SPLITS = ("train", "eval")
@@ -36,6 +41,9 @@ GENERIC_LABELS: Mapping[str, PromptLabel] = {
     "false": "benign",
     "general": "general",
 }
+
+# Tokens allowed per text inserted into a chat state, for tokenization at its edges (the texts are counted alone).
+BOUNDARY_SLACK_TOKENS = 2
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
@@ -434,3 +442,124 @@ def _sample(prompts: Sequence[Prompt], limit: int | None, seed: int) -> list[Pro
         return list(prompts)
     keep = sorted(random.Random(seed).sample(range(len(prompts)), limit))
     return [prompts[i] for i in keep]
+
+
+# --- prompt length: every turn of an episode must fit its agent's context ------------------------------------------
+
+
+def conversation_prompt_budget(
+    max_model_len: int, overhead_tokens: int, response_tokens: int, feedback_tokens: int, revisions: int
+) -> int:
+    """Most prompt tokens for which the conversation agent's longest turn fits its context of ``max_model_len``.
+
+    That turn is the last revision c_T (T = ``revisions``; c0 when 0): its state holds the prompt and T rounds of an
+    answer (up to ``response_tokens``) and the feedback carried back (at most ``feedback_tokens``, the feedback
+    turn's cap), and c_T itself generates up to ``response_tokens``. ``overhead_tokens``: everything else in that
+    state (system prompt, chat template, revision template). Llama 3.1 at paper scale: 4096 - overhead - (1 + 1)
+    x 1024 (T=1: c0 and f0 in the state) - 1024 (c1) = 1024 - overhead.
+    """
+    return max_model_len - overhead_tokens - revisions * (response_tokens + feedback_tokens) - response_tokens
+
+
+def feedback_prompt_budget(
+    max_model_len: int, overhead_tokens: int, response_tokens: int, feedback_tokens: int, revisions: int
+) -> int | None:
+    """Most prompt tokens for which the feedback agent's longest turn fits its context (None: no feedback turn).
+
+    That turn is the review of c_{T-1}: its state holds the prompt, T answers and the T - 1 earlier feedbacks, and
+    it generates up to ``feedback_tokens``. ``overhead_tokens``: system prompt, chat and feedback templates.
+    """
+    if revisions == 0:
+        return None
+    return max_model_len - overhead_tokens - revisions * (response_tokens + feedback_tokens)
+
+
+def filter_by_length(
+    prompts: Sequence[Prompt], count_tokens: Callable[[str], int], max_prompt_tokens: int, *, what: str = "prompts"
+) -> tuple[list[Prompt], int]:
+    """The prompts of at most ``max_prompt_tokens`` tokens (``count_tokens``), in order, and how many were dropped
+    (logged as a warning when any were)."""
+    kept = [p for p in prompts if count_tokens(p.text) <= max_prompt_tokens]
+    dropped = len(prompts) - len(kept)
+    if dropped:
+        log.warning(
+            "dropped %d of %d %s longer than %d tokens (they would not fit the context)",
+            dropped,
+            len(prompts),
+            what,
+            max_prompt_tokens,
+        )
+    return kept, dropped
+
+
+def prompt_budgets(config: WaltzConfig, tokenizers: Mapping[AgentName, Any]) -> dict[AgentName, int]:
+    """Each agent's most prompt tokens (counted with its own tokenizer) for which every turn of an episode fits
+    ``agents.<agent>.max_model_len``: the templates' and system prompts' tokens are measured by rendering the
+    longest state with empty texts, plus ``BOUNDARY_SLACK_TOKENS`` per text. Raises ValueError naming the config
+    fields when no prompt can fit."""
+    from waltz_ray.core import protocol
+    from waltz_ray.factory import rollout_settings
+
+    settings = rollout_settings(config)
+    revisions = settings.t_max
+    response_tokens = config.agents.conversation.generation.max_new_tokens
+    feedback_tokens = config.agents.feedback.generation.max_new_tokens
+    budgets: dict[AgentName, int] = {}
+    for agent in AGENTS:
+        tokenizer = tokenizers[agent]
+        if agent == "conversation":
+            chat = protocol.conversation_messages(
+                settings.conversation_system, "", [("", "")] * revisions, settings.revision_template
+            )
+            texts = 1 + 2 * revisions  # the prompt, then an answer and a feedback per revision
+        elif revisions:
+            chat = protocol.feedback_messages(
+                settings.feedback_system, "", "", [("", "")] * (revisions - 1), settings.feedback_template
+            )
+            texts = 2 * revisions  # the prompt, T answers, T - 1 feedbacks
+        else:
+            continue
+        rendered = protocol.render_chat(tokenizer, chat)
+        overhead = len(tokenizer(rendered, add_special_tokens=False)["input_ids"]) + BOUNDARY_SLACK_TOKENS * texts
+        context = getattr(config.agents, agent).max_model_len
+        args = (context, overhead, response_tokens, feedback_tokens, revisions)
+        budget = conversation_prompt_budget(*args) if agent == "conversation" else feedback_prompt_budget(*args)
+        assert budget is not None
+        if budget < 1:
+            raise ValueError(
+                f"agents.{agent}.max_model_len {context} leaves no room for a prompt: its longest turn needs "
+                f"{overhead} tokens of templates and {context - overhead - budget} of generated turns "
+                f"(agents.conversation/feedback.generation.max_new_tokens {response_tokens}/{feedback_tokens}, "
+                f"rollout.t_max {revisions})"
+            )
+        budgets[agent] = budget
+    return budgets
+
+
+def fit_prompts_to_context(
+    prompts: Sequence[Prompt],
+    config: WaltzConfig,
+    tokenizers: Mapping[AgentName, Any] | None = None,
+    *,
+    what: str = "prompts",
+) -> tuple[list[Prompt], int]:
+    """Drop the prompts too long for some turn of an episode to fit its agent's context (``prompt_budgets``); returns
+    the rest, in order, and how many were dropped (logged). ``tokenizers``: each agent's tokenizer (loaded from the
+    config's model paths when omitted)."""
+    if tokenizers is None:
+        from waltz_ray.engines.hf import load_tokenizer
+        from waltz_ray.worlds import resolve_model_path
+
+        paths = {a: resolve_model_path(getattr(config.agents, a).model_path, config) for a in AGENTS}
+        tokenizers = {a: load_tokenizer(path) for a, path in paths.items()}
+    budgets = prompt_budgets(config, tokenizers)
+    kept, dropped = list(prompts), 0
+    for agent, budget in budgets.items():
+        tokenizer = tokenizers[agent]
+
+        def count(text: str, tokenizer: Any = tokenizer) -> int:
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        kept, n = filter_by_length(kept, count, budget, what=f"{what} (the {agent} agent's context)")
+        dropped += n
+    return kept, dropped
