@@ -413,6 +413,8 @@ def test_prompts_kept_by_the_budget_fit_every_turn_and_longer_ones_do_not(tiny_e
     kept, dropped = fit_prompts_to_context(prompts, config, tokenizers)
     assert [p.prompt_id for p in kept] == ["fits"] and dropped == 1
     assert fit_prompts_to_context(prompts, config)[0] == kept  # tokenizers loaded from the config's model paths
+    with pytest.raises(ValueError, match="all 1 training prompts are too long"):
+        fit_prompts_to_context(prompts[1:], config, tokenizers, what="training prompts")
 
 
 def test_a_context_with_no_room_for_a_prompt_names_the_fields(tiny_env: Path) -> None:

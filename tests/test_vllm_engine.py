@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -96,6 +97,13 @@ with engine:
     too_long = [{"role": "user", "content": " ".join(["bread"] * 400)}]
     res["max_model_len"] = engine.max_model_len
     res["with_too_long"] = dump(engine.generate([chats[0], too_long, chats[1]], greedy))
+    try:  # what the engine used to do: hand the batch to vLLM as it was
+        ids = [engine.tokenizer(engine.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True),
+                                add_special_tokens=False)["input_ids"] for c in (chats[0], too_long)]
+        engine.llm.generate([{"prompt_token_ids": i} for i in ids], use_tqdm=False)
+        res["vllm_refused"] = None
+    except Exception as exc:
+        res["vllm_refused"] = f"{type(exc).__name__}: {exc}"
     res["hf_greedy"] = dump(hf.generate(chats, greedy))
     start = time.perf_counter()
     first = engine.generate(chats, sampled)
@@ -205,6 +213,8 @@ class TestVLLMScenario:
         assert len(rejected["prompt"]) >= scenario["max_model_len"] == 256
         assert "context holds 256" in rejected["error"]
         assert all(c["error"] is None for c in scenario["greedy"])
+        # why the check comes first: vLLM validates every prompt up front and refuses the whole batch
+        assert re.search(r"maximum (model|context) length", str(scenario["vllm_refused"]))
 
     def test_prompts_and_greedy_match_hf(self, scenario: dict[str, Any]) -> None:
         for ours, theirs in zip(scenario["greedy"], scenario["hf_greedy"], strict=True):

@@ -63,7 +63,10 @@ class AgentConfig(_Section):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     """Per-agent generation settings."""
     max_model_len: int = Field(1024, ge=16, le=1_048_576)
-    """vLLM context length in tokens (state + generation; revision and feedback turns carry the earlier turns)."""
+    """Context length in tokens (state + generation; revision and feedback turns carry the earlier turns): vLLM's
+    ``max_model_len``, and for either engine the context that training prompts are fitted to
+    (``waltz_ray.data.loaders.fit_prompts_to_context``). A request that does not fit anyway is rejected by the
+    engine and fails its episode (masked), not the run."""
     gpu_memory_utilization: float = Field(0.5, gt=0.0, le=1.0)
     """Share of each GPU vLLM reserves up front for weights and KV cache (ignored on CPUs: VLLM_CPU_KVCACHE_SPACE)."""
 

@@ -544,8 +544,8 @@ def fit_prompts_to_context(
     what: str = "prompts",
 ) -> tuple[list[Prompt], int]:
     """Drop the prompts too long for some turn of an episode to fit its agent's context (``prompt_budgets``); returns
-    the rest, in order, and how many were dropped (logged). ``tokenizers``: each agent's tokenizer (loaded from the
-    config's model paths when omitted)."""
+    the rest, in order, and how many were dropped (logged; ValueError when none is left). ``tokenizers``: each
+    agent's tokenizer (loaded from the config's model paths when omitted)."""
     if tokenizers is None:
         from waltz_ray.engines.hf import load_tokenizer
         from waltz_ray.worlds import resolve_model_path
@@ -562,4 +562,9 @@ def fit_prompts_to_context(
 
         kept, n = filter_by_length(kept, count, budget, what=f"{what} (the {agent} agent's context)")
         dropped += n
+    if prompts and not kept:
+        raise ValueError(
+            f"all {len(prompts)} {what} are too long for the agents' contexts ({budgets} prompt tokens at most): "
+            "raise agents.<agent>.max_model_len or lower agents.<agent>.generation.max_new_tokens"
+        )
     return kept, dropped
