@@ -431,3 +431,29 @@ def test_saved_config_holds_the_resolved_kl_estimator(tmp_path: Path) -> None:
     config = build_config(overrides=["algorithm.advantage_estimator=grpo", "algorithm.samples_per_prompt=2"])
     save_config(config, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml").algorithm.kl_estimator == "k3"
+
+
+def test_a_config_saved_by_an_older_version_still_loads_as_saved(tmp_path: Path, caplog) -> None:
+    # what save_config wrote before the renames: every field, the retired ones included
+    tree = load_config(TINY).model_dump(mode="json")
+    tree["reward"] = {"alpha": 0.5, "lambda_stage1": 0.7, "lambda_stage2": 0.2, "gamma": 0.3}
+    tree["learner"]["optimizer"] = "adamw"
+    tree["runtime"]["learner_pool"].update(num_actors=1, tensor_parallel_size=1)
+    tree["runtime"]["judge_pool"]["tensor_parallel_size"] = 1
+    tree["runtime"]["reference_pool"]["tensor_parallel_size"] = 1
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(tree), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"reward\.alpha was renamed to reward\.dir_weight"):
+        load_config(path)  # a config a person writes fails loudly
+    with caplog.at_level("WARNING", logger="waltz_ray.config"):
+        config = load_config(path, saved=True)
+    reward = config.reward
+    assert (reward.dir_weight, reward.label_weight_stage1, reward.label_weight_stage2, reward.format_weight) == (
+        0.5,
+        0.7,
+        0.2,
+        0.3,
+    )
+    assert "reward.gamma -> reward.format_weight" in caplog.text
+    assert "dropped runtime.learner_pool.num_actors=1" in caplog.text
+    assert load_config(TINY, saved=True) == load_config(TINY)  # nothing to migrate in a current one

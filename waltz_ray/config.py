@@ -6,12 +6,15 @@ Every field carries its documentation as an attribute docstring; the resolved tr
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -638,8 +641,50 @@ def build_config(
         raise ConfigError(_format_errors(exc, source)) from None
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> WaltzConfig:
-    """Load a YAML config file (None = all defaults) and apply ``--set`` style overrides."""
+# Fields a saved config (``save_config``: every field, defaults included) of an older version may hold, and what they
+# mean now: (section path, old name, new name or None). Every one was renamed, or had no effect: dropping it keeps
+# what the run did.
+_SAVED_MIGRATIONS: tuple[tuple[tuple[str, ...], str, str | None], ...] = (
+    (("reward",), "alpha", "dir_weight"),
+    (("reward",), "lambda_stage1", "label_weight_stage1"),
+    (("reward",), "lambda_stage2", "label_weight_stage2"),
+    (("reward",), "gamma", "format_weight"),
+    (("learner",), "optimizer", None),
+    (("runtime", "learner_pool"), "num_actors", None),
+    (("runtime", "learner_pool"), "tensor_parallel_size", None),
+    (("runtime", "judge_pool"), "tensor_parallel_size", None),
+    (("runtime", "reference_pool"), "tensor_parallel_size", None),
+)
+
+
+def migrate_saved_tree(tree: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A saved config tree of an older version with its retired fields renamed or dropped (see
+    ``_SAVED_MIGRATIONS``), and a note per change. For configs a run wrote, never for ones a person writes: those
+    fail naming the retired field, so that a setting is never silently dropped."""
+    tree = copy.deepcopy(tree)
+    notes = []
+    for path, old, new in _SAVED_MIGRATIONS:
+        node: Any = tree
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or old not in node:
+            continue
+        value = node.pop(old)
+        where = ".".join(path)
+        if new is None:
+            notes.append(f"dropped {where}.{old}={value!r} (it had no effect)")
+        else:
+            node.setdefault(new, value)
+            notes.append(f"{where}.{old} -> {where}.{new}")
+    return tree, notes
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None, *, saved: bool = False) -> WaltzConfig:
+    """Load a YAML config file (None = all defaults) and apply ``--set`` style overrides.
+
+    ``saved``: the file is one a run wrote (``<out>/config.yaml``, a checkpoint's): fields an older version saved are
+    migrated (``migrate_saved_tree``, logged) instead of refused, so old runs still resume and evaluate.
+    """
     tree: dict[str, Any] = {}
     source = "<defaults>"
     if path is not None:
@@ -654,6 +699,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level, not {type(loaded).__name__}")
         tree = loaded or {}
+    if saved:
+        tree, notes = migrate_saved_tree(tree)
+        if notes:
+            log.warning("config %s was saved by an older version; read as: %s", source, "; ".join(notes))
     return build_config(tree, overrides, source)
 
 
