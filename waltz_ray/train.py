@@ -528,7 +528,7 @@ def find_resume_point(config: WaltzConfig, out_dir: str | Path) -> ResumePoint:
     from waltz_ray.config import load_config
 
     point = CheckpointManager(Path(out_dir) / "checkpoints", config.checkpoint.keep_last).resume_point()
-    saved = load_config(point.path / "config.yaml").model_dump(mode="json")
+    saved = load_config(point.path / "config.yaml", saved=True).model_dump(mode="json")
     current = config.model_dump(mode="json")
     changed = sorted(k for k in current if current[k] != saved.get(k))
     if changed:
