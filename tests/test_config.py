@@ -56,7 +56,7 @@ def test_tiny_yaml_loads_with_its_values():
     assert config.agents.feedback.generation.max_new_tokens == 64
     assert config.learner.lr == pytest.approx(1e-4)
     assert config.stages.stage1_steps == 40
-    assert config.reward.lambda_stage2 == pytest.approx(0.2)
+    assert config.reward.label_weight_stage2 == pytest.approx(0.2)
     assert config.runtime.mode == "ray" and config.runtime.max_staleness == 0
     # fields the file leaves out keep their defaults
     assert config.checkpoint.keep_last == WaltzConfig().checkpoint.keep_last
@@ -343,3 +343,117 @@ def test_setting_one_field_of_a_light_pool_keeps_its_other_defaults() -> None:
     assert (config.runtime.judge_pool.num_actors, config.runtime.judge_pool.num_cpus) == (2, 0.1)
     assert config.runtime.reference_pool.num_cpus == 0.1
     assert config.runtime.conversation_pool.num_cpus == 0.25
+
+
+# --- retired names, refused knobs, the KL estimator ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("alpha", "dir_weight"),
+        ("lambda_stage1", "label_weight_stage1"),
+        ("lambda_stage2", "label_weight_stage2"),
+        ("gamma", "format_weight"),
+    ],
+)
+def test_renamed_reward_weights_fail_loudly_with_the_new_name(old: str, new: str) -> None:
+    # an old YAML file must not load with the weight silently back at its default
+    message = _error([f"reward.{old}=0.5"])
+    assert f"reward.{old} was renamed to reward.{new}" in message
+    message = _error(tree={"reward": {old: 0.5}})
+    assert f"reward.{new}" in message
+    assert getattr(build_config(overrides=[f"reward.{new}=0.5"]).reward, new) == 0.5
+
+
+def test_reward_weights_keep_the_papers_symbols_in_their_docs() -> None:
+    fields = WaltzConfig.model_fields["reward"].annotation.model_fields  # type: ignore[union-attr]
+    assert "alpha" in fields["dir_weight"].description
+    assert "lambda" in fields["label_weight_stage1"].description
+    assert "lambda" in fields["label_weight_stage2"].description
+    assert "gamma" in fields["format_weight"].description
+
+
+def test_unread_learner_optimizer_is_gone() -> None:
+    assert "optimizer" not in WaltzConfig.model_fields["learner"].annotation.model_fields  # type: ignore[union-attr]
+    assert "learner.optimizer was removed" in _error(["learner.optimizer=adamw"])
+
+
+def test_learner_pool_has_no_actor_count_of_its_own() -> None:
+    # learner.num_workers decides how many learner ranks there are; a learner_pool.num_actors would be ignored
+    message = _error(["runtime.learner_pool.num_actors=4"])
+    assert "runtime.learner_pool.num_actors" in message and "learner.num_workers" in message
+    assert "num_actors" not in load_config(None).runtime.learner_pool.model_dump()
+
+
+@pytest.mark.parametrize("pool", ["judge_pool", "reference_pool", "learner_pool"])
+def test_tensor_parallel_size_only_on_generation_pools(pool: str) -> None:
+    message = _error([f"runtime.{pool}.tensor_parallel_size=2"])
+    assert f"runtime.{pool}" in message and "tensor_parallel_size applies only to the generation pools" in message
+
+
+def test_tensor_parallel_size_needs_the_vllm_engine() -> None:
+    message = _error(["runtime.conversation_pool.tensor_parallel_size=2"])
+    assert "runtime.conversation_pool.tensor_parallel_size is 2 but agents.conversation.engine is 'hf'" in message
+    config = build_config(
+        overrides=["runtime.conversation_pool.tensor_parallel_size=2", "agents.conversation.engine=vllm"]
+    )
+    assert config.runtime.conversation_pool.tensor_parallel_size == 2
+
+
+def test_zero_stage_needs_deepspeed() -> None:
+    assert "learner.zero_stage 3 needs learner.backend deepspeed" in _error(["learner.zero_stage=3"])
+    assert build_config(overrides=["learner.zero_stage=3", "learner.backend=deepspeed"]).learner.zero_stage == 3
+
+
+@pytest.mark.parametrize(
+    ("estimator", "kl"), [("reinforce_pp", "k1"), ("reinforce++", "k1"), ("grpo", "k3"), ("rloo", "k3")]
+)
+def test_kl_estimator_default_follows_where_the_kl_goes(estimator: str, kl: str) -> None:
+    overrides = [f"algorithm.advantage_estimator={estimator}", "algorithm.samples_per_prompt=2"]
+    assert build_config(overrides=overrides).algorithm.kl_estimator == kl
+    assert build_config(overrides=[*overrides, "algorithm.kl_estimator=null"]).algorithm.kl_estimator == kl
+    assert load_config(TINY, overrides).algorithm.kl_estimator == kl  # the shipped configs leave it to the default
+
+
+@pytest.mark.parametrize("estimator", ["grpo", "rloo"])
+def test_k1_is_refused_where_the_kl_is_in_the_loss(estimator: str) -> None:
+    overrides = [f"algorithm.advantage_estimator={estimator}", "algorithm.samples_per_prompt=2"]
+    message = _error([*overrides, "algorithm.kl_estimator=k1"])
+    assert f"algorithm.kl_estimator k1 with {estimator}" in message and "on-policy gradient is zero" in message
+    assert build_config(overrides=[*overrides, "algorithm.kl_estimator=k2"]).algorithm.kl_estimator == "k2"
+    # without a KL term the estimator is never used
+    no_kl = build_config(overrides=[*overrides, "algorithm.kl_estimator=k1", "algorithm.kl_coef=0"])
+    assert no_kl.algorithm.kl_estimator == "k1"
+
+
+def test_saved_config_holds_the_resolved_kl_estimator(tmp_path: Path) -> None:
+    config = build_config(overrides=["algorithm.advantage_estimator=grpo", "algorithm.samples_per_prompt=2"])
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml").algorithm.kl_estimator == "k3"
+
+
+def test_a_config_saved_by_an_older_version_still_loads_as_saved(tmp_path: Path, caplog) -> None:
+    # what save_config wrote before the renames: every field, the retired ones included
+    tree = load_config(TINY).model_dump(mode="json")
+    tree["reward"] = {"alpha": 0.5, "lambda_stage1": 0.7, "lambda_stage2": 0.2, "gamma": 0.3}
+    tree["learner"]["optimizer"] = "adamw"
+    tree["runtime"]["learner_pool"].update(num_actors=1, tensor_parallel_size=1)
+    tree["runtime"]["judge_pool"]["tensor_parallel_size"] = 1
+    tree["runtime"]["reference_pool"]["tensor_parallel_size"] = 1
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(tree), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"reward\.alpha was renamed to reward\.dir_weight"):
+        load_config(path)  # a config a person writes fails loudly
+    with caplog.at_level("WARNING", logger="waltz_ray.config"):
+        config = load_config(path, saved=True)
+    reward = config.reward
+    assert (reward.dir_weight, reward.label_weight_stage1, reward.label_weight_stage2, reward.format_weight) == (
+        0.5,
+        0.7,
+        0.2,
+        0.3,
+    )
+    assert "reward.gamma -> reward.format_weight" in caplog.text
+    assert "dropped runtime.learner_pool.num_actors=1" in caplog.text
+    assert load_config(TINY, saved=True) == load_config(TINY)  # nothing to migrate in a current one

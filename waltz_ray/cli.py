@@ -93,10 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"waltz-ray: {exc}", file=sys.stderr)
             return 2
         return 0
-    if args.command == "eval" and args.config is None and args.run:
+    saved = args.command == "eval" and args.config is None and bool(args.run)  # a config the run wrote
+    if saved:
         args.config = str(Path(args.run) / "config.yaml")  # evaluate a run with the config it trained with
     try:
-        config = load_config(args.config, args.overrides)
+        config = load_config(args.config, args.overrides, saved=saved)
     except ConfigError as exc:
         print(f"waltz-ray: {exc}", file=sys.stderr)
         return 2

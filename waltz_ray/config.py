@@ -6,12 +6,15 @@ Every field carries its documentation as an attribute docstring; the resolved tr
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -20,6 +23,18 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+    _retired: ClassVar[dict[str, str]] = {}
+    """Field names this section no longer has -> why (renamed or refused), so an old YAML file fails naming them."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_retired(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, why in cls._retired.items():
+                if name in data:
+                    raise ValueError(why)
+        return data
 
 
 class GenerationConfig(_Section):
@@ -51,7 +66,10 @@ class AgentConfig(_Section):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     """Per-agent generation settings."""
     max_model_len: int = Field(1024, ge=16, le=1_048_576)
-    """vLLM context length in tokens (state + generation; revision and feedback turns carry the earlier turns)."""
+    """Context length in tokens (state + generation; revision and feedback turns carry the earlier turns): vLLM's
+    ``max_model_len``, and for either engine the context that training prompts are fitted to
+    (``waltz_ray.factory.fit_prompts_to_context``). A request that does not fit anyway is rejected by the
+    engine and fails its episode (masked), not the run."""
     gpu_memory_utilization: float = Field(0.5, gt=0.0, le=1.0)
     """Share of each GPU vLLM reserves up front for weights and KV cache (ignored on CPUs: VLLM_CPU_KVCACHE_SPACE)."""
 
@@ -121,14 +139,27 @@ class RolloutConfig(_Section):
 
 
 class RewardConfig(_Section):
-    alpha: float = Field(1.0, ge=0.0, le=100.0)
-    """Weight of the label-gated Dynamic Improvement Reward term alpha * DIR * R_label."""
-    lambda_stage1: float = Field(1.0, ge=0.0, le=100.0)
-    """Weight of the label reward in stage 1 (feedback-only training)."""
-    lambda_stage2: float = Field(0.0, ge=0.0, le=100.0)
-    """Weight of the label reward in stage 2 (joint training); the paper uses 0."""
-    gamma: float = Field(0.1, ge=0.0, le=100.0)
-    """Weight of the format reward."""
+    """R_f = dir_weight·DIR·R_label + label_weight·R_label + format_weight·R_format (SPEC §3: alpha, lambda, gamma)."""
+
+    _retired: ClassVar[dict[str, str]] = {
+        "alpha": "reward.alpha was renamed to reward.dir_weight (the paper's alpha)",
+        "lambda_stage1": "reward.lambda_stage1 was renamed to reward.label_weight_stage1 (the paper's lambda, stage 1)",
+        "lambda_stage2": "reward.lambda_stage2 was renamed to reward.label_weight_stage2 (the paper's lambda, stage 2)",
+        "gamma": "reward.gamma was renamed to reward.format_weight (the paper's gamma; not algorithm.discount)",
+    }
+
+    dir_weight: float = Field(1.0, ge=0.0, le=100.0)
+    """The paper's alpha: weight of the label-gated Dynamic Improvement Reward term alpha * DIR * R_label."""
+    label_weight_stage1: float = Field(1.0, ge=0.0, le=100.0)
+    """The paper's lambda in stage 1 (feedback-only training): weight of the label reward R_label."""
+    label_weight_stage2: float = Field(0.0, ge=0.0, le=100.0)
+    """The paper's lambda in stage 2 (joint training): weight of the label reward R_label; the paper uses 0."""
+    format_weight: float = Field(0.1, ge=0.0, le=100.0)
+    """The paper's gamma: weight of the format reward R_format (unrelated to ``algorithm.discount``)."""
+
+
+KL_IN_LOSS = ("grpo", "rloo")
+"""Advantage estimators whose learner adds the KL penalty to the loss (the others fold it into the reward)."""
 
 
 class AlgorithmConfig(_Section):
@@ -144,9 +175,13 @@ class AlgorithmConfig(_Section):
     kl_coef: float = Field(0.01, ge=0.0, le=10.0)
     """Coefficient beta of the per-token KL to the reference model."""
     kl_estimator: Literal["k1", "k2", "k3"] = "k1"
-    """KL estimator; REINFORCE++ folds k1 into the return."""
+    """Per-token estimator of the KL to the reference (Schulman's k1, k2, k3). Left out (or null), it follows the
+    advantage estimator: k1 for reinforce_pp, which folds the KL into the reward (k1 is the unbiased estimate), k3
+    for grpo and rloo, which put the KL in the loss, where k1 would be useless: its on-policy gradient is zero in
+    expectation, so grpo/rloo refuse k1 while ``kl_coef`` > 0."""
     discount: float = Field(1.0, ge=0.0, le=1.0)
-    """Discount over tokens when building returns."""
+    """Discount over tokens when building returns (the gamma of the returns, passed to the estimator as ``gamma=``;
+    not the format weight, which is ``reward.format_weight``)."""
     samples_per_prompt: int = Field(1, ge=1, le=64)
     """Episodes per prompt in a step (group size for grpo/rloo)."""
     ppo_epochs: int = Field(1, ge=1, le=16)
@@ -166,6 +201,14 @@ class AlgorithmConfig(_Section):
     max_consecutive_skips: int = Field(5, ge=1, le=10_000)
     """Stop the run (``TrainingDivergedError``) after this many skipped updates of one agent in a row."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_kl_estimator(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("kl_estimator") is None:
+            estimator = data.get("advantage_estimator", "reinforce_pp")
+            data = {**data, "kl_estimator": "k3" if estimator in KL_IN_LOSS else "k1"}
+        return data
+
     @field_validator("advantage_estimator")
     @classmethod
     def _estimator_known(cls, name: str) -> str:
@@ -180,14 +223,23 @@ class AlgorithmConfig(_Section):
     def _groups(self) -> AlgorithmConfig:
         if self.advantage_estimator in ("grpo", "rloo") and self.samples_per_prompt < 2:
             raise ValueError(f"algorithm.samples_per_prompt must be >= 2 for {self.advantage_estimator} (got 1)")
+        if self.advantage_estimator in KL_IN_LOSS and self.kl_coef > 0 and self.kl_estimator == "k1":
+            raise ValueError(
+                f"algorithm.kl_estimator k1 with {self.advantage_estimator}: {self.advantage_estimator} puts the KL "
+                "penalty in the loss, where k1's on-policy gradient is zero in expectation (it would not pull toward "
+                "the reference). Use k3 (the default for grpo and rloo: leave kl_estimator out) or k2, or set "
+                "algorithm.kl_coef=0"
+            )
         return self
 
 
 class LearnerConfig(_Section):
+    _retired: ClassVar[dict[str, str]] = {
+        "optimizer": "learner.optimizer was removed: nothing read it (both backends use AdamW: lr, betas, weight_decay)"
+    }
+
     backend: Literal["torch", "deepspeed"] = "torch"
     """Optimizer backend: plain torch AdamW (CPU, one process) or DeepSpeed ZeRO."""
-    optimizer: Literal["adamw"] = "adamw"
-    """Optimizer name."""
     lr: float = Field(1e-6, gt=0.0, le=1.0)
     """Learning rate (paper scale: 5e-7 to 1e-6)."""
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
@@ -206,21 +258,27 @@ class LearnerConfig(_Section):
     zero_stage: int = Field(0, ge=0, le=3)
     """DeepSpeed ZeRO stage (0-3) when backend is deepspeed."""
     num_workers: int = Field(1, ge=1, le=4096)
-    """Data-parallel learner processes per agent."""
+    """Data-parallel learner processes per agent (the size of each agent's learner group on Ray)."""
+
+    @model_validator(mode="after")
+    def _zero_needs_deepspeed(self) -> LearnerConfig:
+        if self.backend == "torch" and self.zero_stage > 0:
+            raise ValueError(
+                f"learner.zero_stage {self.zero_stage} needs learner.backend deepspeed (the torch backend has no ZeRO)"
+            )
+        return self
 
 
 _RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 
 
-class PoolConfig(_Section):
-    num_actors: int = Field(1, ge=1, le=4096)
-    """Actors in this pool."""
+class _ActorResources(_Section):
+    """What each actor of a pool reserves: CPUs, GPUs and custom Ray resources."""
+
     num_cpus: float = Field(0.25, ge=0.0, le=1024.0)
     """CPUs per actor (fractions allowed; the sum over pools must fit the cluster or actors wait forever)."""
     num_gpus: float = Field(0.0, ge=0.0, le=8.0)
     """GPUs per actor."""
-    tensor_parallel_size: int = Field(1, ge=1, le=8)
-    """vLLM tensor-parallel size for generation pools."""
     resources: dict[str, float] = Field(default_factory=dict)
     """Custom Ray resources per actor, added to each actor's placement-group bundle so that the pool lands on the node
     types that advertise them, e.g. ``{generation_node: 1}`` (``cluster/README.md``); CPUs and GPUs go in
@@ -239,12 +297,45 @@ class PoolConfig(_Section):
         return resources
 
 
-class LightPoolConfig(PoolConfig):
+_ONLY_GENERATION_TP = (
+    "tensor_parallel_size applies only to the generation pools (runtime.conversation_pool, runtime.feedback_pool): "
+    "this pool runs no vLLM engine"
+)
+
+
+class LightPoolConfig(_ActorResources):
     """A pool of light actors (judge, reference scoring): 0.1 CPU each unless set. A subclass rather than a
     ``default_factory``, so that setting one field (``--set runtime.judge_pool.num_actors=2``) keeps this default."""
 
+    _retired: ClassVar[dict[str, str]] = {"tensor_parallel_size": _ONLY_GENERATION_TP}
+
+    num_actors: int = Field(1, ge=1, le=4096)
+    """Actors in this pool."""
     num_cpus: float = Field(0.1, ge=0.0, le=1024.0)
     """CPUs per actor (fractions allowed; the sum over pools must fit the cluster or actors wait forever)."""
+
+
+class GenerationPoolConfig(_ActorResources):
+    """The generation actors of one agent (its HF or vLLM engines)."""
+
+    num_actors: int = Field(1, ge=1, le=4096)
+    """Actors in this pool."""
+    tensor_parallel_size: int = Field(1, ge=1, le=8)
+    """vLLM tensor-parallel size of each actor's engine (every rank on that actor's GPUs: ``num_gpus`` >= it); the
+    agent's ``engine`` must be vllm when it is above 1."""
+
+
+class LearnerPoolConfig(_ActorResources):
+    """What each learner rank reserves. How many ranks there are is ``learner.num_workers`` per agent, so this
+    section has no ``num_actors``."""
+
+    _retired: ClassVar[dict[str, str]] = {
+        "num_actors": (
+            "runtime.learner_pool.num_actors is not a setting: learner.num_workers sets the learner ranks per agent "
+            "(one learner group per agent); set that instead"
+        ),
+        "tensor_parallel_size": _ONLY_GENERATION_TP,
+    }
 
 
 class RuntimeConfig(_Section):
@@ -253,14 +344,15 @@ class RuntimeConfig(_Section):
     process (debugging, exactness checks; ``--runtime inline``)."""
     max_staleness: int = Field(0, ge=0, le=64)
     """Maximum policy versions a training sample may lag behind its learner (0 = fully synchronous)."""
-    conversation_pool: PoolConfig = Field(default_factory=PoolConfig)
+    conversation_pool: GenerationPoolConfig = Field(default_factory=GenerationPoolConfig)
     """Generation actors of the conversation agent."""
-    feedback_pool: PoolConfig = Field(default_factory=PoolConfig)
+    feedback_pool: GenerationPoolConfig = Field(default_factory=GenerationPoolConfig)
     """Generation actors of the feedback agent."""
     judge_pool: LightPoolConfig = Field(default_factory=LightPoolConfig)
     """Judge actors."""
-    learner_pool: PoolConfig = Field(default_factory=PoolConfig)
-    """Learner workers per agent (one group each for conversation and feedback)."""
+    learner_pool: LearnerPoolConfig = Field(default_factory=LearnerPoolConfig)
+    """What each learner rank reserves; ``learner.num_workers`` ranks per agent (one group each for conversation and
+    feedback)."""
     reference_on: Literal["learner", "rollout"] = "learner"
     """Where the frozen reference model scores the sampled tokens (for the KL term). learner: inside each learner
     group, before its update; rollout: in a reference pool per agent, right after generation, so with
@@ -469,6 +561,14 @@ class WaltzConfig(_Section):
                 "algorithm.mode 'single' has no feedback agent to train in stage 1: set stages.stage1_steps=0 "
                 f"(got {self.stages.stage1_steps}); its conversation agent trains for stages.stage2_steps"
             )
+        for agent in ("conversation", "feedback"):
+            tp = getattr(self.runtime, f"{agent}_pool").tensor_parallel_size
+            engine = getattr(self.agents, agent).engine
+            if tp > 1 and engine != "vllm":
+                raise ValueError(
+                    f"runtime.{agent}_pool.tensor_parallel_size is {tp} but agents.{agent}.engine is {engine!r}: "
+                    "only the vllm engine shards a model over GPUs (set the engine to vllm or the size to 1)"
+                )
         return self
 
 
@@ -541,8 +641,50 @@ def build_config(
         raise ConfigError(_format_errors(exc, source)) from None
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> WaltzConfig:
-    """Load a YAML config file (None = all defaults) and apply ``--set`` style overrides."""
+# Fields a saved config (``save_config``: every field, defaults included) of an older version may hold, and what they
+# mean now: (section path, old name, new name or None). Every one was renamed, or had no effect: dropping it keeps
+# what the run did.
+_SAVED_MIGRATIONS: tuple[tuple[tuple[str, ...], str, str | None], ...] = (
+    (("reward",), "alpha", "dir_weight"),
+    (("reward",), "lambda_stage1", "label_weight_stage1"),
+    (("reward",), "lambda_stage2", "label_weight_stage2"),
+    (("reward",), "gamma", "format_weight"),
+    (("learner",), "optimizer", None),
+    (("runtime", "learner_pool"), "num_actors", None),
+    (("runtime", "learner_pool"), "tensor_parallel_size", None),
+    (("runtime", "judge_pool"), "tensor_parallel_size", None),
+    (("runtime", "reference_pool"), "tensor_parallel_size", None),
+)
+
+
+def migrate_saved_tree(tree: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A saved config tree of an older version with its retired fields renamed or dropped (see
+    ``_SAVED_MIGRATIONS``), and a note per change. For configs a run wrote, never for ones a person writes: those
+    fail naming the retired field, so that a setting is never silently dropped."""
+    tree = copy.deepcopy(tree)
+    notes = []
+    for path, old, new in _SAVED_MIGRATIONS:
+        node: Any = tree
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or old not in node:
+            continue
+        value = node.pop(old)
+        where = ".".join(path)
+        if new is None:
+            notes.append(f"dropped {where}.{old}={value!r} (it had no effect)")
+        else:
+            node.setdefault(new, value)
+            notes.append(f"{where}.{old} -> {where}.{new}")
+    return tree, notes
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None, *, saved: bool = False) -> WaltzConfig:
+    """Load a YAML config file (None = all defaults) and apply ``--set`` style overrides.
+
+    ``saved``: the file is one a run wrote (``<out>/config.yaml``, a checkpoint's): fields an older version saved are
+    migrated (``migrate_saved_tree``, logged) instead of refused, so old runs still resume and evaluate.
+    """
     tree: dict[str, Any] = {}
     source = "<defaults>"
     if path is not None:
@@ -557,6 +699,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level, not {type(loaded).__name__}")
         tree = loaded or {}
+    if saved:
+        tree, notes = migrate_saved_tree(tree)
+        if notes:
+            log.warning("config %s was saved by an older version; read as: %s", source, "; ".join(notes))
     return build_config(tree, overrides, source)
 
 

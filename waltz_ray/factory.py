@@ -7,13 +7,20 @@ built.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from waltz_ray.core import protocol
+from waltz_ray.data.loaders import (
+    BOUNDARY_SLACK_TOKENS,
+    conversation_prompt_budget,
+    feedback_prompt_budget,
+    filter_by_length,
+)
 from waltz_ray.engines.base import Generator, Judge, Learner
 from waltz_ray.rollout import RolloutSettings, greedy
-from waltz_ray.types import AGENTS, AgentName, GenerationParams
+from waltz_ray.types import AGENTS, AgentName, GenerationParams, Prompt
 
 if TYPE_CHECKING:
     from waltz_ray.checkpoint import ResumePoint
@@ -108,3 +115,81 @@ def build_judge(config: WaltzConfig) -> Judge:
     from waltz_ray.worlds import resolve_model_path
 
     return judges.LLMJudge(HFGenerator.from_pretrained(resolve_model_path(j.model_path or "", config)))
+
+
+# --- prompts that fit: every turn of an episode must fit its agent's context ---------------------------------------
+
+
+def prompt_budgets(config: WaltzConfig, tokenizers: Mapping[AgentName, Any]) -> dict[AgentName, int]:
+    """Each agent's most prompt tokens (counted with its own tokenizer) for which every turn of an episode fits
+    ``agents.<agent>.max_model_len``: the templates' and system prompts' tokens are measured by rendering the
+    longest state with empty texts, plus ``BOUNDARY_SLACK_TOKENS`` per text. Raises ValueError naming the config
+    fields when no prompt can fit."""
+    settings = rollout_settings(config)
+    revisions = settings.t_max
+    response_tokens = config.agents.conversation.generation.max_new_tokens
+    feedback_tokens = config.agents.feedback.generation.max_new_tokens
+    budgets: dict[AgentName, int] = {}
+    for agent in AGENTS:
+        tokenizer = tokenizers[agent]
+        if agent == "conversation":
+            chat = protocol.conversation_messages(
+                settings.conversation_system, "", [("", "")] * revisions, settings.revision_template
+            )
+            texts = 1 + 2 * revisions  # the prompt, then an answer and a feedback per revision
+        elif revisions:
+            chat = protocol.feedback_messages(
+                settings.feedback_system, "", "", [("", "")] * (revisions - 1), settings.feedback_template
+            )
+            texts = 2 * revisions  # the prompt, T answers, T - 1 feedbacks
+        else:
+            continue
+        rendered = protocol.render_chat(tokenizer, chat)
+        overhead = len(tokenizer(rendered, add_special_tokens=False)["input_ids"]) + BOUNDARY_SLACK_TOKENS * texts
+        context = getattr(config.agents, agent).max_model_len
+        args = (context, overhead, response_tokens, feedback_tokens, revisions)
+        budget = conversation_prompt_budget(*args) if agent == "conversation" else feedback_prompt_budget(*args)
+        assert budget is not None
+        if budget < 1:
+            raise ValueError(
+                f"agents.{agent}.max_model_len {context} leaves no room for a prompt: its longest turn needs "
+                f"{overhead} tokens of templates and {context - overhead - budget} of generated turns "
+                f"(agents.conversation/feedback.generation.max_new_tokens {response_tokens}/{feedback_tokens}, "
+                f"rollout.t_max {revisions})"
+            )
+        budgets[agent] = budget
+    return budgets
+
+
+def fit_prompts_to_context(
+    prompts: Sequence[Prompt],
+    config: WaltzConfig,
+    tokenizers: Mapping[AgentName, Any] | None = None,
+    *,
+    what: str = "prompts",
+) -> tuple[list[Prompt], int]:
+    """Drop the prompts too long for some turn of an episode to fit its agent's context (``prompt_budgets``); returns
+    the rest, in order, and how many were dropped (logged; ValueError when none is left). ``tokenizers``: each
+    agent's tokenizer (loaded from the config's model paths when omitted)."""
+    if tokenizers is None:
+        from waltz_ray.engines.hf import load_tokenizer
+        from waltz_ray.worlds import resolve_model_path
+
+        paths = {a: resolve_model_path(getattr(config.agents, a).model_path, config) for a in AGENTS}
+        tokenizers = {a: load_tokenizer(path) for a, path in paths.items()}
+    budgets = prompt_budgets(config, tokenizers)
+    kept, dropped = list(prompts), 0
+    for agent, budget in budgets.items():
+        tokenizer = tokenizers[agent]
+
+        def count(text: str, tokenizer: Any = tokenizer) -> int:
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        kept, n = filter_by_length(kept, count, budget, what=f"{what} (the {agent} agent's context)")
+        dropped += n
+    if prompts and not kept:
+        raise ValueError(
+            f"all {len(prompts)} {what} are too long for the agents' contexts ({budgets} prompt tokens at most): "
+            "raise agents.<agent>.max_model_len or lower agents.<agent>.generation.max_new_tokens"
+        )
+    return kept, dropped

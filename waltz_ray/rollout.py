@@ -3,6 +3,11 @@
 Stages run in the order of the data flow and are timed under their names: conversation_generation,
 feedback_generation, revision_generation, judge, and reference_logprobs when the rollout side scores the sampled
 tokens under the reference models (``runtime.reference_on: rollout``).
+
+A request an engine rejects (a state that does not fit the agent's context) comes back as a rejected completion; its
+episode ends there as failed (``Episode.error``), is not judged, and all its samples are masked; the rest of the
+batch goes on. ``core.metrics.pair_metrics`` counts them (``rejected_requests``: ``rollout/rejected_requests`` in
+training).
 """
 
 from __future__ import annotations
@@ -74,6 +79,12 @@ class _Draft:
     feedbacks: list[Completion] = field(default_factory=list)
     verdicts: list[FeedbackVerdict] = field(default_factory=list)
     open: bool = True
+    error: str | None = None  # why the episode failed (an engine rejected one of its requests)
+
+    def fail_if_rejected(self, agent: AgentName, completion: Completion) -> None:
+        if completion.error is not None:
+            self.error = f"the {agent} agent's engine rejected the request: {completion.error}"
+            self.open = False
 
     @property
     def history(self) -> list[tuple[str, str]]:
@@ -98,6 +109,7 @@ def run_episodes(
         first = conversation.generate([_conversation_state(d, settings) for d in drafts], settings.conversation_params)
     for draft, completion in zip(drafts, first, strict=True):
         draft.responses.append(completion)
+        draft.fail_if_rejected("conversation", completion)
     for revisions in range(settings.t_max):
         active = [d for d in drafts if d.open]
         if not active:
@@ -113,6 +125,7 @@ def run_episodes(
                 revising, conversation.generate(states, settings.conversation_params), strict=True
             ):
                 draft.responses.append(completion)
+                draft.fail_if_rejected("conversation", completion)
     with timer("judge"):
         verdicts = _judge_all(drafts, judge)
     scorers = {a: r for a, r in (references or {}).items() if a in settings.reference_agents}
@@ -140,14 +153,19 @@ def _review(active: list[_Draft], feedback: Generator, settings: RolloutSettings
         for d in active
     ]
     for draft, completion in zip(active, feedback.generate(chats, settings.feedback_params), strict=True):
-        verdict = protocol.parse_feedback(completion.text)
+        if completion.error is not None:
+            verdict = FeedbackVerdict(ok=False, error=f"not generated: {completion.error}")
+        else:
+            verdict = protocol.parse_feedback(completion.text)
         draft.feedbacks.append(completion)
         draft.verdicts.append(verdict)
         draft.open = protocol.should_revise(verdict, revisions, settings.t_max)
+        draft.fail_if_rejected("feedback", completion)
 
 
 def _score_references(drafts: list[_Draft], references: Mapping[AgentName, ReferenceModel]) -> None:
-    """One scoring call per agent over all of its completions, written back in place."""
+    """One scoring call per agent over all of its completions, written back in place (failed episodes: none)."""
+    drafts = [d for d in drafts if d.error is None]
     owned: dict[AgentName, list[list[Completion]]] = {
         "conversation": [d.responses for d in drafts],
         "feedback": [d.feedbacks for d in drafts],
@@ -165,18 +183,23 @@ def _score_references(drafts: list[_Draft], references: Mapping[AgentName, Refer
 
 
 def _judge_all(drafts: list[_Draft], judge: Judge) -> list[list[JudgeVerdict]]:
-    """One batched judge call for every response of every episode; a judge crash becomes failure verdicts."""
-    index = [(i, t) for i, d in enumerate(drafts) for t in range(len(d.responses))]
+    """One batched judge call for every response of every episode that did not fail; a judge crash becomes failure
+    verdicts. A failed episode's responses get failure verdicts without a call, so its samples are masked."""
+    index = [(i, t) for i, d in enumerate(drafts) if d.error is None for t in range(len(d.responses))]
     prompts = [drafts[i].prompt.text for i, _ in index]
     responses = [drafts[i].responses[t].text for i, t in index]
     labels = [drafts[i].prompt.label for i, _ in index]
+    flat: list[JudgeVerdict] = []
     try:
-        flat = judge.judge(prompts, responses, labels)
+        if index:  # every episode may have failed
+            flat = judge.judge(prompts, responses, labels)
         if len(flat) != len(index):
             raise RuntimeError(f"judge returned {len(flat)} verdicts for {len(index)} responses")
     except Exception as exc:
         flat = [JudgeVerdict.failure(f"judge raised {type(exc).__name__}: {exc}")] * len(index)
-    out: list[list[JudgeVerdict]] = [[] for _ in drafts]
+    out: list[list[JudgeVerdict]] = [
+        [] if d.error is None else [JudgeVerdict.failure(f"not judged: {d.error}")] * len(d.responses) for d in drafts
+    ]
     for (i, _), verdict in zip(index, flat, strict=True):
         out[i].append(verdict)
     return out
@@ -194,7 +217,7 @@ def _episode(episode_id: str, draft: _Draft, verdicts: list[JudgeVerdict]) -> Ep
                 judge=verdicts[t],
             )
         )
-    return Episode(episode_id=episode_id, prompt=draft.prompt, rounds=tuple(rounds))
+    return Episode(episode_id=episode_id, prompt=draft.prompt, rounds=tuple(rounds), error=draft.error)
 
 
 def greedy(params: GenerationParams) -> GenerationParams:

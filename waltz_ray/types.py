@@ -22,6 +22,9 @@ class Completion:
     (version ``policy_version``); engines that cannot report it leave the tuple empty. ``ref_logprobs[i]`` is its
     log-probability under the frozen reference model when the rollout side scored it
     (``runtime.reference_on: rollout``); empty when the learner scores it.
+
+    ``error`` is set when the engine rejected the request (a prompt that does not fit the context): no tokens, no
+    text, ``finish_reason`` "rejected". The rollout then ends the episode as failed, masked from learning.
     """
 
     text: str
@@ -31,6 +34,36 @@ class Completion:
     finish_reason: str = "stop"
     policy_version: int = 0
     ref_logprobs: tuple[float, ...] = ()
+    error: str | None = None
+
+    @property
+    def rejected(self) -> bool:
+        return self.error is not None
+
+    @classmethod
+    def rejection(cls, prompt_token_ids: tuple[int, ...], reason: str, policy_version: int = 0) -> Completion:
+        """What an engine returns for a request it refuses, instead of failing the whole batch."""
+        return cls(
+            text="",
+            prompt_token_ids=prompt_token_ids,
+            token_ids=(),
+            finish_reason="rejected",
+            policy_version=policy_version,
+            error=reason,
+        )
+
+
+def context_overflow(prompt_tokens: int, context_len: int | None) -> str | None:
+    """Why an engine must refuse a prompt of ``prompt_tokens`` tokens with a context of ``context_len`` tokens (None:
+    no known limit), or None when it fits. vLLM's rule: the prompt must leave room for at least one new token."""
+    if prompt_tokens == 0:
+        return "the prompt is empty"
+    if context_len is not None and prompt_tokens >= context_len:
+        return (
+            f"the prompt is {prompt_tokens} tokens but the context holds {context_len} (prompt and at least one new "
+            "token): it does not fit"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -94,11 +127,21 @@ class Round:
 
 @dataclass(frozen=True)
 class Episode:
-    """A whole conversation for one prompt: rounds c0[,f0][,c1[,f1]]... The last response is the final answer."""
+    """A whole conversation for one prompt: rounds c0[,f0][,c1[,f1]]... The last response is the final answer.
+
+    ``error`` is set when the episode failed: an engine rejected one of its requests (the rejected completion is its
+    last part). A failed episode is not judged: every round carries a failed judge verdict, so all of its samples
+    are masked, never scored; ``judge_failure_rate`` leaves it out (the judge did not fail).
+    """
 
     episode_id: str
     prompt: Prompt
     rounds: tuple[Round, ...]
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
 
     @property
     def final(self) -> Round:

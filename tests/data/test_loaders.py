@@ -326,3 +326,104 @@ def test_hub_id_offline_fails_fast_with_a_clear_message(monkeypatch: pytest.Monk
     message = str(info.value)
     assert "offline" in message and "local" in message
     assert isinstance(info.value, ConnectionError)
+
+
+# --- prompt length: filtered at load time so that every turn of an episode fits its agent's context ---------------
+
+
+def test_prompt_budget_arithmetic_by_hand() -> None:
+    from waltz_ray.data.loaders import conversation_prompt_budget, feedback_prompt_budget
+
+    # configs/llama8b.yaml: 4,096 tokens, 1,024 new tokens per turn, one revision. The revision turn holds the prompt,
+    # c0 (1,024), the feedback (up to 1,024) and its templates, and then generates c1 (1,024): 4096 - 3 x 1024 = 1024
+    # tokens for the prompt and the templates together.
+    assert conversation_prompt_budget(4096, 150, 1024, 1024, 1) == 874
+    assert feedback_prompt_budget(4096, 300, 1024, 1024, 1) == 4096 - 300 - 1024 - 1024  # reviews c0, writes f0
+    # no revision (algorithm.mode single): c0 alone, and no feedback turn at all
+    assert conversation_prompt_budget(4096, 150, 1024, 1024, 0) == 4096 - 150 - 1024
+    assert feedback_prompt_budget(4096, 300, 1024, 1024, 0) is None
+    # two revisions: the c2 state holds c0, f0, c1, f1 and then c2 is generated
+    assert conversation_prompt_budget(1000, 10, 100, 50, 2) == 1000 - 10 - 2 * 150 - 100
+    assert feedback_prompt_budget(1000, 20, 100, 50, 2) == 1000 - 20 - 2 * 100 - 50 - 50  # c0, f0, c1 in; f1 out
+
+
+def test_filter_by_length_drops_counts_and_logs(caplog: pytest.LogCaptureFixture) -> None:
+    from waltz_ray.data.loaders import filter_by_length
+    from waltz_ray.types import Prompt
+
+    prompts = [Prompt(text=" ".join(["w"] * n), label="benign", prompt_id=str(n)) for n in (3, 9, 5, 6, 1)]
+    with caplog.at_level("WARNING", logger="waltz_ray.data.loaders"):
+        kept, dropped = filter_by_length(prompts, lambda text: len(text.split()), 5, what="training prompts")
+    assert [p.prompt_id for p in kept] == ["3", "5", "1"] and dropped == 2
+    assert "dropped 2 of 5 training prompts longer than 5 tokens" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="waltz_ray.data.loaders"):
+        assert filter_by_length(prompts, lambda text: 1, 5) == (prompts, 0)
+    assert not caplog.text
+
+
+def test_prompts_kept_by_the_budget_fit_every_turn_and_longer_ones_do_not(tiny_env: Path) -> None:
+    """With the tiny tokenizer: a prompt at the budget, with every generated turn at its cap, fits each agent's
+    context exactly or with the slack to spare; a few tokens more and the conversation agent's revision turn does
+    not (the defect: such prompts reached vLLM, which refused the revision turn and stopped the run)."""
+    from tests.tiny_world import tiny_config
+    from waltz_ray.core import protocol
+    from waltz_ray.data.loaders import BOUNDARY_SLACK_TOKENS
+    from waltz_ray.engines.hf import load_tokenizer
+    from waltz_ray.factory import fit_prompts_to_context, prompt_budgets, rollout_settings
+    from waltz_ray.types import Prompt
+    from waltz_ray.worlds.tiny.build import init_tiny
+
+    config = tiny_config("agents.conversation.max_model_len=240", "agents.feedback.max_model_len=400")
+    tokenizer = load_tokenizer(str(init_tiny(config)))
+    tokenizers = {"conversation": tokenizer, "feedback": tokenizer}
+    budgets = prompt_budgets(config, tokenizers)
+    settings = rollout_settings(config)
+    conv_new = config.agents.conversation.generation.max_new_tokens
+    fb_new = config.agents.feedback.generation.max_new_tokens
+
+    def n_tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def text_of(n: int) -> str:  # a text of exactly n tokens
+        words = " ".join(["bread"] * n)
+        ids = tokenizer(words, add_special_tokens=False)["input_ids"][:n]
+        text = tokenizer.decode(ids)
+        assert n_tokens(text) == n
+        return text
+
+    def revision_turn(prompt: str) -> int:  # state tokens + the revision's new tokens
+        chat = protocol.conversation_messages(
+            settings.conversation_system, prompt, [(text_of(conv_new), text_of(fb_new))], settings.revision_template
+        )
+        return n_tokens(protocol.render_chat(tokenizer, chat)) + conv_new
+
+    def review_turn(prompt: str) -> int:
+        chat = protocol.feedback_messages(settings.feedback_system, prompt, text_of(conv_new))
+        return n_tokens(protocol.render_chat(tokenizer, chat)) + fb_new
+
+    budget = budgets["conversation"]
+    assert 0 < budget < budgets["feedback"]
+    at_budget = text_of(budget)
+    assert 240 - 3 * BOUNDARY_SLACK_TOKENS <= revision_turn(at_budget) <= 240
+    assert review_turn(text_of(budgets["feedback"])) <= 400
+    assert revision_turn(text_of(budget + 3 * BOUNDARY_SLACK_TOKENS + 1)) > 240
+
+    prompts = [Prompt(at_budget, "benign", "fits"), Prompt(text_of(budget + 1), "harmful", "long")]
+    kept, dropped = fit_prompts_to_context(prompts, config, tokenizers)
+    assert [p.prompt_id for p in kept] == ["fits"] and dropped == 1
+    assert fit_prompts_to_context(prompts, config)[0] == kept  # tokenizers loaded from the config's model paths
+    with pytest.raises(ValueError, match="all 1 training prompts are too long"):
+        fit_prompts_to_context(prompts[1:], config, tokenizers, what="training prompts")
+
+
+def test_a_context_with_no_room_for_a_prompt_names_the_fields(tiny_env: Path) -> None:
+    from tests.tiny_world import tiny_config
+    from waltz_ray.engines.hf import load_tokenizer
+    from waltz_ray.factory import prompt_budgets
+    from waltz_ray.worlds.tiny.build import init_tiny
+
+    config = tiny_config("agents.conversation.max_model_len=64")
+    tokenizer = load_tokenizer(str(init_tiny(config)))
+    with pytest.raises(ValueError, match=r"agents\.conversation\.max_model_len 64 leaves no room for a prompt"):
+        prompt_budgets(config, {"conversation": tokenizer, "feedback": tokenizer})

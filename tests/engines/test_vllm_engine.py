@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -66,7 +67,7 @@ sampled = GenerationParams(max_new_tokens=24, temperature=0.7, top_p=1.0, seed=7
 def dump(completions):
     return [
         {"text": c.text, "prompt": list(c.prompt_token_ids), "ids": list(c.token_ids), "logprobs": list(c.logprobs),
-         "finish": c.finish_reason, "version": c.policy_version}
+         "finish": c.finish_reason, "version": c.policy_version, "error": c.error}
         for c in completions
     ]
 
@@ -92,6 +93,17 @@ with engine:
     start = time.perf_counter()
     res["greedy"] = dump(engine.generate(chats, greedy))
     timings["greedy_s"] = time.perf_counter() - start
+    # a chat longer than max_model_len (256) in the batch: vLLM's LLM.generate would refuse the whole batch
+    too_long = [{"role": "user", "content": " ".join(["bread"] * 400)}]
+    res["max_model_len"] = engine.max_model_len
+    res["with_too_long"] = dump(engine.generate([chats[0], too_long, chats[1]], greedy))
+    try:  # what the engine used to do: hand the batch to vLLM as it was
+        ids = [engine.tokenizer(engine.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True),
+                                add_special_tokens=False)["input_ids"] for c in (chats[0], too_long)]
+        engine.llm.generate([{"prompt_token_ids": i} for i in ids], use_tqdm=False)
+        res["vllm_refused"] = None
+    except Exception as exc:
+        res["vllm_refused"] = f"{type(exc).__name__}: {exc}"
     res["hf_greedy"] = dump(hf.generate(chats, greedy))
     start = time.perf_counter()
     first = engine.generate(chats, sampled)
@@ -194,6 +206,16 @@ class TestVLLMScenario:
         finishes = {c["finish"] for c in scenario["greedy"]}
         assert finishes == {"stop", "length"}, "the tiny model should both stop on EOS and run to the length limit"
         assert scenario["timings"]["closed"]
+
+    def test_a_prompt_over_max_model_len_is_rejected_alone(self, scenario: dict[str, Any]) -> None:
+        first, rejected, second = scenario["with_too_long"]
+        assert (first, second) == (scenario["greedy"][0], scenario["greedy"][1])  # the rest of the batch as usual
+        assert rejected["finish"] == "rejected" and rejected["ids"] == [] and rejected["text"] == ""
+        assert len(rejected["prompt"]) >= scenario["max_model_len"] == 256
+        assert "context holds 256" in rejected["error"]
+        assert all(c["error"] is None for c in scenario["greedy"])
+        # why the check comes first: vLLM validates every prompt up front and refuses the whole batch
+        assert re.search(r"maximum (model|context) length", str(scenario["vllm_refused"]))
 
     def test_prompts_and_greedy_match_hf(self, scenario: dict[str, Any]) -> None:
         for ours, theirs in zip(scenario["greedy"], scenario["hf_greedy"], strict=True):

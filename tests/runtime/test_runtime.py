@@ -113,7 +113,14 @@ def test_budget_check_names_every_pool() -> None:
     with pytest.raises(ResourceBudgetError, match=r"1\.6 CPU in total but the cluster has 1\.5") as err:
         check_resources(specs, {"CPU": 1.5})
     assert "feedback_learner: 1 x {'CPU': 0.5}" in str(err.value)
-    gpu = load_config(None, ["runtime.feedback_pool.num_gpus=1", "runtime.feedback_pool.tensor_parallel_size=2"])
+    gpu = load_config(
+        None,
+        [
+            "runtime.feedback_pool.num_gpus=1",
+            "runtime.feedback_pool.tensor_parallel_size=2",
+            "agents.feedback.engine=vllm",
+        ],
+    )
     with pytest.raises(ResourceBudgetError, match="tensor_parallel_size 2 needs num_gpus >= 2"):
         pool_specs(gpu)
 

@@ -126,8 +126,9 @@ def judge_failure_rate(episodes: Iterable[Episode]) -> float:
     """Share of failed verdicts among the judge verdicts present (0.0 when there are none).
 
     Feeds the rule that stops a run above a configurable failure rate, since failures are masked, not scored.
+    Failed episodes (an engine rejected a request) are left out: the judge never saw them.
     """
-    verdicts = [r.judge for episode in episodes for r in episode.rounds if r.judge is not None]
+    verdicts = [r.judge for episode in episodes if not episode.failed for r in episode.rounds if r.judge is not None]
     if not verdicts:
         return 0.0
     return sum(1 for v in verdicts if not v.ok) / len(verdicts)

@@ -6,9 +6,10 @@ Every loader returns plain records (`Prompt`, `LabelledResponse`); `datasets` is
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,6 +19,9 @@ from waltz_ray.types import Prompt, PromptLabel
 
 if TYPE_CHECKING:
     from datasets import Dataset
+
+
+log = logging.getLogger(__name__)
 
 BUILTIN_FILE = "prompts.jsonl"
 BUILTIN_SPLITS = ("train", "eval")
@@ -36,6 +40,9 @@ GENERIC_LABELS: Mapping[str, PromptLabel] = {
     "false": "benign",
     "general": "general",
 }
+
+# Tokens allowed per text inserted into a chat state, for tokenization at its edges (the texts are counted alone).
+BOUNDARY_SLACK_TOKENS = 2
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
@@ -434,3 +441,51 @@ def _sample(prompts: Sequence[Prompt], limit: int | None, seed: int) -> list[Pro
         return list(prompts)
     keep = sorted(random.Random(seed).sample(range(len(prompts)), limit))
     return [prompts[i] for i in keep]
+
+
+# --- prompt length: every turn of an episode must fit its agent's context ------------------------------------------
+
+
+def conversation_prompt_budget(
+    max_model_len: int, overhead_tokens: int, response_tokens: int, feedback_tokens: int, revisions: int
+) -> int:
+    """Most prompt tokens for which the conversation agent's longest turn fits its context of ``max_model_len``.
+
+    That turn is the last revision c_T (T = ``revisions``; c0 when 0): its state holds the prompt and T rounds of an
+    answer (up to ``response_tokens``) and the feedback carried back (at most ``feedback_tokens``, the feedback
+    turn's cap), and c_T itself generates up to ``response_tokens``. ``overhead_tokens``: everything else in that
+    state (system prompt, chat template, revision template). Llama 3.1 at paper scale: 4096 - overhead - (1 + 1)
+    x 1024 (T=1: c0 and f0 in the state) - 1024 (c1) = 1024 - overhead.
+    """
+    return max_model_len - overhead_tokens - revisions * (response_tokens + feedback_tokens) - response_tokens
+
+
+def feedback_prompt_budget(
+    max_model_len: int, overhead_tokens: int, response_tokens: int, feedback_tokens: int, revisions: int
+) -> int | None:
+    """Most prompt tokens for which the feedback agent's longest turn fits its context (None: no feedback turn).
+
+    That turn is the review of c_{T-1}: its state holds the prompt, T answers and the T - 1 earlier feedbacks, and
+    it generates up to ``feedback_tokens``. ``overhead_tokens``: system prompt, chat and feedback templates.
+    """
+    if revisions == 0:
+        return None
+    return max_model_len - overhead_tokens - revisions * (response_tokens + feedback_tokens)
+
+
+def filter_by_length(
+    prompts: Sequence[Prompt], count_tokens: Callable[[str], int], max_prompt_tokens: int, *, what: str = "prompts"
+) -> tuple[list[Prompt], int]:
+    """The prompts of at most ``max_prompt_tokens`` tokens (``count_tokens``), in order, and how many were dropped
+    (logged as a warning when any were)."""
+    kept = [p for p in prompts if count_tokens(p.text) <= max_prompt_tokens]
+    dropped = len(prompts) - len(kept)
+    if dropped:
+        log.warning(
+            "dropped %d of %d %s longer than %d tokens (they would not fit the context)",
+            dropped,
+            len(prompts),
+            what,
+            max_prompt_tokens,
+        )
+    return kept, dropped

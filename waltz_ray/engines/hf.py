@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from waltz_ray.core.protocol import render_chat
-from waltz_ray.types import Completion, GenerationParams, Message
+from waltz_ray.types import Completion, GenerationParams, Message, context_overflow
 
 
 def load_tokenizer(path: str) -> Any:
@@ -95,13 +95,27 @@ def _some(keys: list[str], limit: int = 8) -> str:
 
 
 class HFGenerator:
-    """Generates with a transformers model; ``policy_version`` is stamped on every completion."""
+    """Generates with a transformers model; ``policy_version`` is stamped on every completion.
 
-    def __init__(self, model: Any, tokenizer: Any, policy_version: int = 0, max_batch_size: int = 64) -> None:
+    A chat whose rendered prompt does not fit ``max_model_len`` (default: the model's ``max_position_embeddings``;
+    None there means no limit) is not generated: its completion comes back rejected (``Completion.error``), as the
+    vLLM engine does, and the rest of the batch is generated as usual.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        policy_version: int = 0,
+        max_batch_size: int = 64,
+        max_model_len: int | None = None,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.policy_version = policy_version
         self.max_batch_size = max_batch_size
+        config = getattr(model, "config", None)
+        self.max_model_len: int | None = max_model_len or getattr(config, "max_position_embeddings", None)
 
     @classmethod
     def from_pretrained(cls, path: str, dtype: str = "float32", **kwargs: Any) -> HFGenerator:
@@ -120,10 +134,18 @@ class HFGenerator:
 
     def generate(self, chats: Sequence[Sequence[Message]], params: GenerationParams) -> list[Completion]:
         texts = [render_chat(self.tokenizer, chat) for chat in chats]
-        out: list[Completion] = []
-        for start in range(0, len(texts), self.max_batch_size):
-            out += self._generate_batch(texts[start : start + self.max_batch_size], params)
-        return out
+        out: list[Completion | None] = [None] * len(texts)
+        if texts:
+            for i, ids in enumerate(self.tokenizer(texts, add_special_tokens=False)["input_ids"]):
+                why = context_overflow(len(ids), self.max_model_len)
+                if why is not None:
+                    out[i] = Completion.rejection(tuple(ids), why, self.policy_version)
+        kept = [i for i, c in enumerate(out) if c is None]
+        for start in range(0, len(kept), self.max_batch_size):
+            part = kept[start : start + self.max_batch_size]
+            for i, completion in zip(part, self._generate_batch([texts[i] for i in part], params), strict=True):
+                out[i] = completion
+        return [c for c in out if c is not None]
 
     def _generate_batch(self, texts: list[str], params: GenerationParams) -> list[Completion]:
         import torch

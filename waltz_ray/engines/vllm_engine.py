@@ -19,6 +19,10 @@ Completion contract (the same as :class:`waltz_ray.engines.hf.HFGenerator`):
   the nucleus, whereas the HF engine reports the temperature-scaled full-vocabulary log-probability; the two agree
   for ``top_p == 1``. The learner recomputes old-policy log-probabilities itself, so this only affects diagnostics.
 * Seeded sampling: request ``i`` of a batch gets ``seed = params.seed + i``, so a batch is reproducible.
+* A request vLLM would refuse does not fail the batch: ``LLM.generate`` validates every prompt up front and raises on
+  the first bad one, so prompts that do not fit ``max_model_len`` (prompt plus one new token) are checked here first
+  and come back rejected (``Completion.error``, ``finish_reason`` "rejected"); should vLLM still refuse the batch,
+  its requests are retried one by one and those it refuses are marked the same way. The others keep their seeds.
 
 Weight sync goes through a safetensors file and a worker RPC (see ``vllm_worker_ext``): the workers stream it into
 ``reload_weights`` and then rebuild the CPU GEMM of a tied ``lm_head``, which vLLM would otherwise leave bound to the
@@ -43,7 +47,7 @@ from typing import Any
 
 from waltz_ray.core.protocol import render_chat
 from waltz_ray.engines.hf import WeightKeys
-from waltz_ray.types import Completion, GenerationParams, Message
+from waltz_ray.types import Completion, GenerationParams, Message, context_overflow
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,18 @@ def _check_model_path(model_path: str | os.PathLike[str]) -> str:
     if looks_local or isinstance(model_path, Path):
         raise FileNotFoundError(f"model path {text!r} does not exist")
     return text
+
+
+def _is_request_error(exc: BaseException) -> bool:
+    """vLLM refused a request for what it holds (a ValueError in older vLLM, ``VLLMClientError`` in newer ones), as
+    opposed to an engine failure."""
+    if isinstance(exc, ValueError):
+        return True
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:
+        return False
+    return isinstance(exc, VLLMClientError)
 
 
 class VLLMGenerator:
@@ -142,6 +158,8 @@ class VLLMGenerator:
         start = time.perf_counter()
         self.llm: Any = vllm.LLM(**kwargs)
         self.startup_seconds = time.perf_counter() - start
+        model_config = getattr(getattr(self.llm, "llm_engine", None), "model_config", None)
+        self.max_model_len: int = int(getattr(model_config, "max_model_len", None) or kwargs["max_model_len"])
         self.last_sync_seconds: float | None = None
 
     # -- generation -------------------------------------------------------------------------------------------
@@ -174,9 +192,32 @@ class VLLMGenerator:
             return []
         texts = [render_chat(self.tokenizer, chat) for chat in chats]
         prompt_ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        prompts = [{"prompt_token_ids": list(ids)} for ids in prompt_ids]
-        sampling = [self._sampling_params(params, i) for i in range(len(prompts))]
-        outputs = llm.generate(prompts, sampling, use_tqdm=False)
+        out: list[Completion | None] = [None] * len(prompt_ids)
+        for i, ids in enumerate(prompt_ids):
+            why = context_overflow(len(ids), self.max_model_len)
+            if why is not None:
+                out[i] = Completion.rejection(tuple(ids), why, self.policy_version)
+        kept = [i for i, c in enumerate(out) if c is None]
+        if kept:
+            for i, completion in zip(kept, self._generate(llm, kept, prompt_ids, params), strict=True):
+                out[i] = completion
+        return [c for c in out if c is not None]
+
+    def _generate(
+        self, llm: Any, indices: list[int], prompt_ids: list[list[int]], params: GenerationParams
+    ) -> list[Completion]:
+        """Generate the requests at ``indices`` (request ``i`` keeps the seed of its place ``i`` in the batch); if
+        vLLM refuses the batch, each request alone, the refused ones marked rejected."""
+        prompts = [{"prompt_token_ids": list(prompt_ids[i])} for i in indices]
+        sampling = [self._sampling_params(params, i) for i in indices]
+        try:
+            outputs = llm.generate(prompts, sampling, use_tqdm=False)
+        except Exception as exc:
+            if not _is_request_error(exc):
+                raise
+            if len(indices) == 1:
+                return [Completion.rejection(tuple(prompt_ids[indices[0]]), str(exc), self.policy_version)]
+            return [c for i in indices for c in self._generate(llm, [i], prompt_ids, params)]
         # LLM.generate returns outputs in input order; the prompt ids are taken from the output as a check.
         return [self._completion(out) for out in outputs]
 

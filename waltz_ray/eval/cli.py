@@ -125,7 +125,7 @@ def _mode(run_dir: str) -> str:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         return "no config.yaml"
-    return f"algorithm.mode={load_config(path).algorithm.mode}"
+    return f"algorithm.mode={load_config(path, saved=True).algorithm.mode}"
 
 
 def run_agreement(config: WaltzConfig, args: argparse.Namespace) -> int:

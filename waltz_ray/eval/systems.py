@@ -1,7 +1,7 @@
 """The seven systems SPEC §6 compares, and how each one turns prompts into judged episodes.
 
 Every system runs the shared protocol (``rollout.run_episodes``, greedy) or a documented variant of it on the same
-prompts with the same judge, so their ASR/ORR/FTR come from one metric function (``eval.metrics.pair_metrics``).
+prompts with the same judge, so their ASR/ORR/FTR come from one metric function (``core.metrics.pair_metrics``).
 """
 
 from __future__ import annotations

@@ -228,7 +228,7 @@ def ray_trainer(
         assert topology.judge is not None
         judge = RemoteJudge(topology.judge, config.runtime.remote_timeout_s)
         agents = remote_agents(topology)
-        train_prompts, eval_prompts = load_run_prompts(config)
+        train_prompts, eval_prompts = load_run_prompts(config, {name: a.tokenizer for name, a in agents.items()})
         state = resume.state if resume is not None else None
         counters = state.counters if state is not None else {}
         planner = BatchPlanner(config, train_prompts, state.data_position if state else 0)

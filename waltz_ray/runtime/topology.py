@@ -18,7 +18,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from waltz_ray.checkpoint import ResumePoint
-from waltz_ray.config import PoolConfig, WaltzConfig
+from waltz_ray.config import GenerationPoolConfig, WaltzConfig
 from waltz_ray.runtime.actors import (
     DeepSpeedLearnerHost,
     GeneratorHost,
@@ -64,7 +64,7 @@ class PoolSpec:
         return f"{self.name}: {self.num_actors} x {self.bundle or '{}'}"
 
 
-def _generation_spec(name: str, pool: PoolConfig) -> PoolSpec:
+def _generation_spec(name: str, pool: GenerationPoolConfig) -> PoolSpec:
     tp = pool.tensor_parallel_size
     if tp > 1 and pool.num_gpus < tp:
         raise ResourceBudgetError(

@@ -15,7 +15,14 @@ import torch
 from waltz_ray.checkpoint import CheckpointManager, ResumePoint
 from waltz_ray.config import WaltzConfig, load_config
 from waltz_ray.engines.base import Judge, ReferenceModel
-from waltz_ray.factory import Agent, build_agent, build_judge, reference_paths, rollout_settings
+from waltz_ray.factory import (
+    Agent,
+    build_agent,
+    build_judge,
+    fit_prompts_to_context,
+    reference_paths,
+    rollout_settings,
+)
 from waltz_ray.rollout import StageTimer, run_episodes
 from waltz_ray.trainer.batches import BatchPlanner
 from waltz_ray.trainer.loop import StepHook, Trainer
@@ -99,14 +106,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_run_prompts(config: WaltzConfig) -> tuple[list[Prompt], list[Prompt]]:
-    """The training and held-out prompts of a run."""
+def load_run_prompts(config: WaltzConfig, tokenizers: dict[AgentName, Any]) -> tuple[list[Prompt], list[Prompt]]:
+    """The training and held-out prompts of a run, without those too long for an episode to fit the agents'
+    contexts (counted and logged: ``fit_prompts_to_context``)."""
     from waltz_ray.data.loaders import load_prompts
 
     train = load_prompts(config.data.train, benchmark=config.data.benchmark)
     held_out = load_prompts(
         config.data.eval, benchmark=config.data.benchmark, limit=config.data.eval_limit, seed=config.seed
     )
+    train, _ = fit_prompts_to_context(train, config, tokenizers, what="training prompts")
+    held_out, _ = fit_prompts_to_context(held_out, config, tokenizers, what="evaluation prompts")
     return train, held_out
 
 
@@ -123,7 +133,7 @@ def inline_trainer(
         torch.set_num_threads(config.runtime.num_threads)
     seed_everything(config.seed)
     agents = {name: build_agent(name, config, resume) for name in AGENTS}
-    train_prompts, eval_prompts = load_run_prompts(config)
+    train_prompts, eval_prompts = load_run_prompts(config, {name: a.tokenizer for name, a in agents.items()})
     state = resume.state if resume is not None else None
     planner = BatchPlanner(config, train_prompts, state.data_position if state else 0)
     rollout = InlineRollout(
@@ -139,7 +149,7 @@ def find_resume_point(config: WaltzConfig, out_dir: str | Path) -> ResumePoint:
     """The latest complete checkpoint of the run in ``out_dir`` (``CheckpointError`` if none or corrupt); warns
     about config fields that differ from the checkpoint's."""
     point = CheckpointManager(Path(out_dir) / "checkpoints", config.checkpoint.keep_last).resume_point()
-    saved = load_config(point.path / "config.yaml").model_dump(mode="json")
+    saved = load_config(point.path / "config.yaml", saved=True).model_dump(mode="json")
     current = config.model_dump(mode="json")
     changed = sorted(k for k in current if current[k] != saved.get(k))
     if changed:

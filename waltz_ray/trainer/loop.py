@@ -140,7 +140,7 @@ class Trainer:
         # 2. rewards and samples: the feedback agent's DIR-rewarded samples, the conversation agent's A/B mix
         with timer("reward"):
             r = cfg.reward
-            weights = stage_weights(stage, r.alpha, r.lambda_stage1, r.lambda_stage2, r.gamma)
+            weights = stage_weights(stage, r.dir_weight, r.label_weight_stage1, r.label_weight_stage2, r.format_weight)
             fb_samples, conv_samples, sample_stats = batch_samples(
                 episodes, cfg.seed, step, weights, cfg.rollout.mix_prob_b
             )
