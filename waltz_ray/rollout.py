@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from waltz_ray.core import protocol
 from waltz_ray.engines.base import Generator, Judge, ReferenceModel
 from waltz_ray.types import (
+    ROUND_SEED_SALT,
     AgentName,
     Completion,
     Episode,
@@ -122,7 +123,9 @@ def run_episodes(
         with timer("revision_generation"):
             states = [_conversation_state(d, settings) for d in revising]
             for draft, completion in zip(
-                revising, conversation.generate(states, settings.conversation_params), strict=True
+                revising,
+                conversation.generate(states, settings.conversation_params.offset((revisions + 1) * ROUND_SEED_SALT)),
+                strict=True,
             ):
                 draft.responses.append(completion)
                 draft.fail_if_rejected("conversation", completion)
@@ -152,7 +155,8 @@ def _review(active: list[_Draft], feedback: Generator, settings: RolloutSettings
         )
         for d in active
     ]
-    for draft, completion in zip(active, feedback.generate(chats, settings.feedback_params), strict=True):
+    params = settings.feedback_params.offset(revisions * ROUND_SEED_SALT)  # f0 unsalted, f1 its own stream, ...
+    for draft, completion in zip(active, feedback.generate(chats, params), strict=True):
         if completion.error is not None:
             verdict = FeedbackVerdict(ok=False, error=f"not generated: {completion.error}")
         else:

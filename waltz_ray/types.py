@@ -5,7 +5,7 @@ Plain frozen dataclasses with no heavy imports, so every layer (core, engines, r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 AgentName = Literal["conversation", "feedback"]
@@ -190,3 +190,16 @@ class GenerationParams:
     top_p: float = 1.0
     seed: int | None = None
     min_new_tokens: int = 0  # the end-of-turn token is suppressed until this many tokens were generated
+
+    def offset(self, salt: int) -> GenerationParams:
+        """The same settings with the seed moved by ``salt`` (None stays None): a separate random stream for another
+        call of the same step (a later protocol round) or another part of one call (a shard, a chunk). Engines
+        seed request ``i`` of a call with ``seed + i``, so salts for rounds are far apart (``ROUND_SEED_SALT``)."""
+        if self.seed is None or salt == 0:
+            return self
+        return replace(self, seed=(self.seed + salt) % 2**31)
+
+
+# Seed distance between the protocol rounds of one step (c0 and c1, f0 and f1): larger than any batch, so the
+# per-request seeds of one round never meet another's.
+ROUND_SEED_SALT = 1_000_003

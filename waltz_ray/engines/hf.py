@@ -143,7 +143,9 @@ class HFGenerator:
         kept = [i for i, c in enumerate(out) if c is None]
         for start in range(0, len(kept), self.max_batch_size):
             part = kept[start : start + self.max_batch_size]
-            for i, completion in zip(part, self._generate_batch([texts[i] for i in part], params), strict=True):
+            # a chunk's random stream starts at its first request's place (as vLLM seeds request i with seed + i)
+            chunk = self._generate_batch([texts[i] for i in part], params.offset(part[0]))
+            for i, completion in zip(part, chunk, strict=True):
                 out[i] = completion
         return [c for c in out if c is not None]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +126,7 @@ class RemoteGenerator:
         parts = shards(len(chats), len(self.pool.actors))
         refs = [
             self.pool.actors[i].generate.remote(
-                [list(c) for c in chats[start:end]], _offset(params, start), self.min_version
+                [list(c) for c in chats[start:end]], params.offset(start), self.min_version
             )
             for i, (start, end) in enumerate(parts)
         ]
@@ -138,10 +138,6 @@ class RemoteGenerator:
                 raise GeneratorFault(str(exc), self.pool.name) from exc
             raise
         return [completion for part in results for completion in part]
-
-
-def _offset(params: GenerationParams, start: int) -> GenerationParams:
-    return params if params.seed is None or start == 0 else replace(params, seed=params.seed + start)
 
 
 class RemoteJudge:
