@@ -26,9 +26,9 @@ of what is reported for 8B full fine-tuning with ZeRO/FSDP), 60% of HBM bandwidt
 step costs at least 16 GB / (3.35 TB/s * 0.6) = 8.0 ms whatever the batch), a batch-saturated decode rate of 5,000
 tokens/s per GPU (the order of vLLM's published offline-throughput figures for 8B on one H100), prefill at 50% MFU,
 gradient all-reduce of 16 GB at 150 GB/s bus bandwidth (ring: 2(L-1)/L of it) and a weight sync of 1.0 s per push
-(NCCL broadcast of 16 GB plus vLLM reload). Workload (SPEC section 5 paper-scale defaults, lengths assumed): 128
+(NCCL broadcast of 16 GB plus vLLM reload). Workload (docs/method.md-scale defaults, lengths assumed): 128
 prompts per step, 256 prompt tokens, mean 512 generated tokens per conversation turn and 256 per feedback turn,
-30% of episodes revised (FTR; SPEC: 42.6% for the untrained pair on AlpacaEval).
+30% of episodes revised (FTR; the paper: 42.6% for the untrained pair on AlpacaEval).
 
 Output (stdout): one row per (pool sizes, max_staleness) with generation and learner pool utilisation (busy time of
 each actor over the measured window, averaged over the pool's actors; a generator's weight reload counts as busy),

@@ -139,7 +139,7 @@ class RolloutConfig(_Section):
 
 
 class RewardConfig(_Section):
-    """R_f = dir_weight·DIR·R_label + label_weight·R_label + format_weight·R_format (SPEC §3: alpha, lambda, gamma)."""
+    """R_f = dir_weight·DIR·R_label + label_weight·R_label + format_weight·R_format (the paper's α, λ, γ)."""
 
     _retired: ClassVar[dict[str, str]] = {
         "alpha": "reward.alpha was renamed to reward.dir_weight (the paper's alpha)",
@@ -164,7 +164,7 @@ KL_IN_LOSS = ("grpo", "rloo")
 
 class AlgorithmConfig(_Section):
     mode: Literal["waltz", "single"] = "waltz"
-    """waltz: the two-agent WaltzRL pair. single: the single-model RL baseline (SPEC §6, system 3) trained by the same
+    """waltz: the two-agent WaltzRL pair. single: the single-model RL baseline (docs/method.md) trained by the same
     machinery: no feedback agent in the rollout (each episode is c0 alone, T_max = 0), the conversation agent trained
     on type-A samples with R_c; the feedback agent is never updated. Stage 1 trains only the feedback agent, so a
     single run must set ``stages.stage1_steps: 0`` and trains for ``stages.stage2_steps``."""

@@ -1,4 +1,4 @@
-"""One batch of WaltzRL episodes (SPEC §2) written against the Generator and Judge interfaces; no ray here.
+"""One batch of WaltzRL episodes (docs/method.md) written against the Generator and Judge interfaces; no ray here.
 
 Stages run in the order of the data flow and are timed under their names: conversation_generation,
 feedback_generation, revision_generation, judge, and reference_logprobs when the rollout side scores the sampled
@@ -225,7 +225,7 @@ def _episode(episode_id: str, draft: _Draft, verdicts: list[JudgeVerdict]) -> Ep
 
 
 def greedy(params: GenerationParams) -> GenerationParams:
-    """The same settings with temperature 0 (evaluation is greedy, SPEC §5)."""
+    """The same settings with temperature 0 (evaluation is greedy, docs/method.md "Optimisation")."""
     return replace(params, temperature=0.0, top_p=1.0)
 
 

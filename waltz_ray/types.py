@@ -68,7 +68,7 @@ def context_overflow(prompt_tokens: int, context_len: int | None) -> str | None:
 
 @dataclass(frozen=True)
 class FeedbackVerdict:
-    """The feedback agent's output after parsing (SPEC §2).
+    """The feedback agent's output after parsing (docs/method.md "The protocol").
 
     ``ok`` is True only when exactly one JSON object with all four keys and boolean labels was found;
     otherwise ``error`` says why and the labels are None.

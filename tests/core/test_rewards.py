@@ -1,4 +1,4 @@
-"""CPU tests for waltz_ray.core.rewards: the full SPEC §3 truth table for T_max = 1 and judge-failure masking.
+"""CPU tests for waltz_ray.core.rewards: the full docs/method.md_max = 1 and judge-failure masking.
 
 Expected values are written by hand with the default weights α = 1, λ1 = 1, λ2 = 0, γ = 0.1.
 """

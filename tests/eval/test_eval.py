@@ -1,4 +1,4 @@
-"""Evaluation: the seven SPEC §6 systems on a tiny trained pair and a single-model RL run, reports and plot,
+"""Evaluation: the seven docs/method.md systems on a tiny trained pair and a single-model RL run, reports and plot,
 bootstrap intervals, safeguard and oracle mechanics, and judge-vs-human agreement on JailbreakBench.
 
 The ``slow`` tests share two short runs (about 1-2 minutes on 2 busy cores, Ray included) in a tiny world
@@ -146,7 +146,7 @@ def test_report_covers_all_seven_systems_and_the_markdown_equals_the_json(world:
 
     tables = _tables((world["report"] / "report.md").read_text())
     labels = {s["label"]: s["name"] for s in report["systems"]}
-    average, per_dataset = tables["Average over datasets (the SPEC §6 table)"], tables["builtin:eval"]
+    average, per_dataset = tables["Average over datasets (the paper's table)"], tables["builtin:eval"]
     assert average[0] == list(AVERAGE_COLUMNS) and per_dataset[0] == list(DATASET_COLUMNS)
     assert len(average) == len(per_dataset) == 1 + 7
     for row in average[1:]:

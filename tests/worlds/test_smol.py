@@ -108,7 +108,7 @@ def test_feedback_checkpoint_builds_on_the_instruct_one(monkeypatch: pytest.Monk
 
 
 def test_format_examples_are_parseable_verdicts_that_over_trigger() -> None:
-    """Every target parses as a SPEC verdict with reasoning that is right about the request and the answer; labels
+    """Every target parses as a protocol verdict with reasoning that is right about the request and the answer; labels
     flag a deserving answer (harmful + complied, benign + refused) 6 times in 7 and a fine one 3 times in 5."""
     from waltz_ray.core.protocol import parse_feedback
     from waltz_ray.types import Prompt
@@ -144,7 +144,7 @@ def test_smol_config_uses_the_preset() -> None:
     assert config.agents.conversation.model_path == "smol://instruct"
     assert config.agents.feedback.model_path == "smol://feedback"
     for agent in (config.agents.conversation, config.agents.feedback):
-        assert agent.system_prompt is None  # the SPEC prompts of waltz_ray.core.protocol
+        assert agent.system_prompt is None  # the default prompts of waltz_ray.core.protocol
     assert config.judge.kind == "rule"
     assert config.data.train == "builtin:train"
 

@@ -1,4 +1,4 @@
-"""Pure metrics over judged episodes (SPEC §6): ASR, ORR, FTR, feedback format rate, label accuracy and F1.
+"""Pure metrics over judged episodes (docs/method.md): ASR, ORR, FTR, feedback format rate, label accuracy and F1.
 
 Judge failures are excluded from every rate and counted separately, never scored as a good or bad answer; so are
 failed episodes (an engine rejected one of their requests: ``rejected_requests``), which the judge never saw.

@@ -1,4 +1,4 @@
-"""The WaltzRL turn protocol (SPEC §2): default prompts, both agents' chat states, the feedback parser, the stop rule.
+"""The WaltzRL turn protocol (docs/method.md): default prompts, both agents' chat states, feedback parser, stop rule.
 
 Training, evaluation and serving all import this one module, so the prompts and the parser cannot drift apart.
 """
@@ -131,7 +131,7 @@ def render_chat(tokenizer: ChatTokenizer, messages: Sequence[Message]) -> str:
 
 
 def format_feedback(unsafe: bool, overrefuse: bool, reasoning: str, feedback: str) -> str:
-    """The canonical feedback JSON (keys in SPEC order), for supervised warm starts and oracle template feedback."""
+    """The canonical feedback JSON (keys in the documented order), for supervised warm starts and oracle feedback."""
     verdict = {"reasoning": reasoning, "unsafe": unsafe, "overrefuse": overrefuse, "feedback": feedback}
     return json.dumps(verdict, ensure_ascii=False)
 

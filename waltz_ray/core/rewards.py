@@ -1,4 +1,4 @@
-"""WaltzRL rewards (SPEC §3): conversation reward R_c, Dynamic Improvement Reward, label and format rewards, R_f.
+"""WaltzRL rewards (docs/method.md): conversation reward R_c, Dynamic Improvement Reward, label and format rewards, R_f.
 
 Pure functions over judge and feedback verdicts; a failed judge verdict yields None (masked), never a zero reward.
 """

@@ -1,4 +1,4 @@
-"""Turn judged episodes into training samples (SPEC §4): one feedback sample and one conversation sample each.
+"""Turn judged episodes into training samples (docs/method.md): one feedback sample and one conversation sample each.
 
 The conversation sample is type A (p → c0) or type B (p, c0, feedback → revision), mixed with a configurable coin.
 """

@@ -29,7 +29,9 @@ def _judge_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def add_eval_parser(sub: Any, config_args: Callable[[argparse.ArgumentParser], None]) -> None:
-    p = sub.add_parser("eval", help="evaluate the SPEC §6 systems: ASR, ORR, FTR, label F1, cost; report + plot")
+    p = sub.add_parser(
+        "eval", help="evaluate the seven systems of docs/method.md: ASR, ORR, FTR, label F1, cost; report + plot"
+    )
     config_args(p)
     _judge_arg(p)
     p.add_argument("--out", required=True, help="output directory: report.json, report.md, pareto.png")

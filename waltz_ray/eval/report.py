@@ -1,4 +1,4 @@
-"""Writes an evaluation report three ways: report.json (everything), report.md (the SPEC §6 table and one table per
+"""Writes an evaluation report three ways: report.json (everything), report.md (the paper's table and one table per
 dataset) and pareto.png (ASR against ORR, one point per system, with its intervals).
 
 Rates are fractions in the JSON and percentages with one decimal in the Markdown and the plot.
@@ -132,7 +132,7 @@ def markdown(report: dict[str, Any]) -> str:
         "prompts, stratified by label]; added latency and tokens are per prompt, for the feedback step (feedback "
         "and revision) or the safeguard, on this machine",
         "",
-        "## Average over datasets (the SPEC §6 table)",
+        "## Average over datasets (the paper's table)",
         "",
         *_table(AVERAGE_COLUMNS, average_rows(report)),
     ]
@@ -159,7 +159,7 @@ def _judge_model(judge: dict[str, Any]) -> str:
 def plot_pareto(report: dict[str, Any], path: str | Path) -> None:
     """ASR (x) against ORR (y), both averaged over datasets, one point per system with its intervals.
 
-    Points are numbered in SPEC §6 order; systems within 5 points of each other share one label ("3, 4, 7"), and
+    Points are numbered in docs/method.md order; systems within 5 points of each other share one label ("3, 4, 7"), and
     the legend gives each system's name and (ASR, ORR)."""
     import matplotlib
 

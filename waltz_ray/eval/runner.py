@@ -1,4 +1,4 @@
-"""``waltz-ray eval``: the seven systems of SPEC §6 on the same prompts and judge, with bootstrap intervals and cost.
+"""``waltz-ray eval``: the seven systems (docs/method.md) on the same prompts and judge, with intervals and cost.
 
 Loads each model once (Hugging Face ``generate``, greedy), plays every system on every dataset, and returns the
 report that ``eval.report`` writes as report.json, report.md and pareto.png.

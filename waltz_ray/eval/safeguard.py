@@ -1,4 +1,4 @@
-"""Safeguard filters for the baselines (SPEC §6, systems 2 and 4): a flagged final answer is replaced by a refusal.
+"""Safeguard filters for the baselines (systems 2 and 4): a flagged final answer becomes a refusal.
 
 Three safeguards: the evaluation judge itself (``judge``: an oracle filter when the judge sees dataset labels, as the
 rule judge does), or a classifier that sees only the text (``classifier``: a chat model asked whether the request

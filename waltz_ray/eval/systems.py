@@ -1,4 +1,4 @@
-"""The seven systems SPEC §6 compares, and how each one turns prompts into judged episodes.
+"""The seven systems docs/method.md "Baselines" compares, and how each one turns prompts into judged episodes.
 
 Every system runs the shared protocol (``rollout.run_episodes``, greedy) or a documented variant of it on the same
 prompts with the same judge, so their ASR/ORR/FTR come from one metric function (``core.metrics.pair_metrics``).
@@ -37,7 +37,7 @@ SYSTEMS: tuple[System, ...] = (
 )
 SYSTEM_NAMES = tuple(s.name for s in SYSTEMS)
 
-# Oracle feedback (SPEC §6, system 6): the judge's labels on c0 turned into fixed sentences. They are the notes the
+# Oracle feedback (system 6): the judge's labels on c0 turned into fixed sentences. They are the notes the
 # tiny world's warm start taught its conversation agent to follow (tiny/warmstart.py), and plain instructions for
 # any instruct model.
 ORACLE_FEEDBACK: dict[tuple[bool, bool], str] = {
@@ -74,12 +74,14 @@ def pair_episodes(
 
 def oracle_feedback_text(judge: JudgeVerdict) -> str | None:
     """The oracle's JSON verdict on a judged c0: the judge's labels, a template note when one is raised (empty
-    feedback otherwise, as SPEC §2 asks); None when the judge failed, so there is nothing to copy."""
+    feedback otherwise, as the protocol asks); None when the judge failed, so there is nothing to copy."""
     if not judge.ok:
         return None
     labels = (bool(judge.unsafe), bool(judge.overrefuse))
     note = ORACLE_FEEDBACK.get(labels, "") if any(labels) else ""
-    if all(labels):  # cannot happen under SPEC §1 (a harmful request is never over-refused); safety first
+    if all(
+        labels
+    ):  # cannot happen under docs/method.md "Roles" (a harmful request is never over-refused); safety first
         note = ORACLE_FEEDBACK[(True, False)]
     return protocol.format_feedback(labels[0], labels[1], ORACLE_REASONING, note)
 

@@ -1,4 +1,4 @@
-"""One served request through the WaltzRL protocol (SPEC §2): c0, feedback on it, a revision only when flagged.
+"""One served request through the WaltzRL protocol (docs/method.md): c0, feedback on it, a revision only when flagged.
 
 The chats, the parser and the stop rule come from ``core.protocol`` (as in training); the two agents are async
 callables, so this loop runs against Serve deployment handles in the ingress and against plain fakes in tests.

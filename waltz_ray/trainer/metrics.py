@@ -10,7 +10,7 @@ from waltz_ray.types import Episode, Sample
 
 
 def rollout_metrics(episodes: list[Episode], fb_samples: list[Sample], conv_samples: list[Sample]) -> dict[str, float]:
-    """Per-step training-rollout metrics: protocol rates, DIR distribution, feedback length (SPEC §7 watch list)."""
+    """Per-step training-rollout metrics: protocol rates, DIR distribution, feedback length (docs/method.md)."""
     rollout = {f"rollout/{k}": v for k, v in pair_metrics(episodes).items()}
     dirs = [s.reward_terms.get("dir", 0.0) for s in fb_samples]
     lengths = [len(e.rounds[0].feedback.token_ids) for e in episodes if e.rounds[0].feedback is not None]

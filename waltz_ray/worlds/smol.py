@@ -3,12 +3,12 @@
 ``smol://instruct`` resolves to a cached Hugging Face checkpoint (weights, tokenizer, chat template) built once by
 ``waltz-ray init-smol``: transformers dequantizes the Q4_1 GGUF into float32, and a short greedy answer checks it.
 
-``smol://feedback`` is that checkpoint after a short supervised warm start on the SPEC verdict format (the untrained
+``smol://feedback`` is that checkpoint after a short supervised warm start on the verdict format (the untrained
 model never writes a parseable JSON verdict, so stage 1 would have no reward signal). It mirrors the tiny world's
 feedback warm start (``waltz_ray.worlds.tiny.warmstart``): the model reviews its own sampled answers to training
 prompts; every target is a well-formed verdict whose reasoning is right ("The request is harmful. The answer
 complies.") but whose labels over-trigger -- a flag 6 times in 7 when the answer deserves one, 3 times in 5 when it
-does not -- the untrained pair's known failure (SPEC §6) that stage 1 is meant to fix. The format is taught; the
+does not -- the untrained pair's known failure (docs/method.md) that stage 1 is meant to fix. The format is taught; the
 judgement is not.
 """
 

@@ -7,8 +7,8 @@ instruct model that knows what is harmful yet over-refuses some look-alikes and 
 - the conversation agent barely acts on it: it refuses 3 harmful requests in 5 and 2 benign ones in 5, so its
   sampled first answers are close to a coin flip that leans the right way (greedy answers follow the lean);
 - after feedback it follows the feedback (decline after an "unsafe" note, answer after an "overrefuse" note);
-- the feedback agent knows the SPEC JSON format and reasons correctly ("The request is harmful. The answer
-  complies."), but over-triggers -- the untrained pair's known failure (SPEC §6: FTR 42.6% on general prompts): it
+- the feedback agent knows the protocol's JSON verdict format and reasons correctly ("The request is harmful. The answer
+  complies."), but over-triggers -- the untrained pair's known failure (the paper: FTR 42.6% on general prompts): it
   raises a warranted flag 6 times in 7 and an unwarranted one 3 times in 5, so greedy decoding flags every answer and
   its revisions turn good first answers into bad final ones. Flagging only what its reasoning supports is what
   stage 1 teaches.
