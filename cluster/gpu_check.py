@@ -4,8 +4,8 @@ The learner side of configs/llama8b.yaml is 4 ZeRO-3 ranks per agent training Ll
 intermediate 14336, 32 heads, 8 KV heads, vocab 128256). One 80 GB GPU cannot hold the whole model's states at world
 size 1 (16 B/param x 8.03e9 = 128 GB), so this runs the SAME code path, ``waltz_ray.engines.deepspeed_learner.
 DeepSpeedLearner`` (torch AdamW as a client optimizer, the reference model as a ZeRO-3 inference engine, the config
-that ``deepspeed_config`` builds from configs/llama8b.yaml's ``learner`` section, micro-batch 1, no activation
-checkpointing), on full-width models with fewer decoder layers (default 8 and 4 of the 32) at world size 1, random
+that ``waltz_ray.engines.distributed.deepspeed_config`` builds from configs/llama8b.yaml's ``learner`` section,
+micro-batch 1, no activation checkpointing), on full-width models with fewer decoder layers (default 8 and 4 of the 32) at world size 1, random
 weights. Each layer count runs in its own process (clean peak statistics). Then:
 
 * the measured run is compared with ``memory_estimate.learner_items`` for the same model (ranks=1, its layers);
@@ -172,10 +172,11 @@ def device_info(cuda: bool) -> dict[str, Any]:
     import transformers
 
     import waltz_ray.engines.deepspeed_learner as ds_learner
+    import waltz_ray.engines.distributed as ds_setup
     import waltz_ray.engines.learner as learner
 
     info: dict[str, Any] = {"torch": torch.__version__, "transformers": transformers.__version__}
-    for module in (ds_learner, learner):  # which learner code was measured
+    for module in (ds_learner, ds_setup, learner):  # which learner code was measured
         source = Path(str(module.__file__))
         info[f"{source.name}_sha256"] = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
         info[f"{source.name}_path"] = str(source)
@@ -211,7 +212,8 @@ def run_setting(layers: int, seq: int, rows: int, updates: int, toy: bool, sync:
     cuda = torch.cuda.is_available() and not toy
     os.environ["DS_ACCELERATOR"] = "cuda" if cuda else "cpu"
     from waltz_ray.config import load_config
-    from waltz_ray.engines.deepspeed_learner import DeepSpeedLearner, deepspeed_config
+    from waltz_ray.engines.deepspeed_learner import DeepSpeedLearner
+    from waltz_ray.engines.distributed import deepspeed_config
 
     probe = Probe(cuda)
     config = load_config(LLAMA8B, ["learner.num_workers=1"])  # world size 1; everything else as the paper config

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from waltz_ray.core import protocol
-from waltz_ray.data.loaders import (
+from waltz_ray.data.length import (
     BOUNDARY_SLACK_TOKENS,
     conversation_prompt_budget,
     feedback_prompt_budget,

@@ -332,7 +332,7 @@ def test_hub_id_offline_fails_fast_with_a_clear_message(monkeypatch: pytest.Monk
 
 
 def test_prompt_budget_arithmetic_by_hand() -> None:
-    from waltz_ray.data.loaders import conversation_prompt_budget, feedback_prompt_budget
+    from waltz_ray.data.length import conversation_prompt_budget, feedback_prompt_budget
 
     # configs/llama8b.yaml: 4,096 tokens, 1,024 new tokens per turn, one revision. The revision turn holds the prompt,
     # c0 (1,024), the feedback (up to 1,024) and its templates, and then generates c1 (1,024): 4096 - 3 x 1024 = 1024
@@ -348,16 +348,16 @@ def test_prompt_budget_arithmetic_by_hand() -> None:
 
 
 def test_filter_by_length_drops_counts_and_logs(caplog: pytest.LogCaptureFixture) -> None:
-    from waltz_ray.data.loaders import filter_by_length
+    from waltz_ray.data.length import filter_by_length
     from waltz_ray.types import Prompt
 
     prompts = [Prompt(text=" ".join(["w"] * n), label="benign", prompt_id=str(n)) for n in (3, 9, 5, 6, 1)]
-    with caplog.at_level("WARNING", logger="waltz_ray.data.loaders"):
+    with caplog.at_level("WARNING", logger="waltz_ray.data.length"):
         kept, dropped = filter_by_length(prompts, lambda text: len(text.split()), 5, what="training prompts")
     assert [p.prompt_id for p in kept] == ["3", "5", "1"] and dropped == 2
     assert "dropped 2 of 5 training prompts longer than 5 tokens" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="waltz_ray.data.loaders"):
+    with caplog.at_level("WARNING", logger="waltz_ray.data.length"):
         assert filter_by_length(prompts, lambda text: 1, 5) == (prompts, 0)
     assert not caplog.text
 
@@ -368,7 +368,7 @@ def test_prompts_kept_by_the_budget_fit_every_turn_and_longer_ones_do_not(tiny_e
     not (the defect: such prompts reached vLLM, which refused the revision turn and stopped the run)."""
     from tests.tiny_world import tiny_config
     from waltz_ray.core import protocol
-    from waltz_ray.data.loaders import BOUNDARY_SLACK_TOKENS
+    from waltz_ray.data.length import BOUNDARY_SLACK_TOKENS
     from waltz_ray.engines.hf import load_tokenizer
     from waltz_ray.factory import fit_prompts_to_context, prompt_budgets, rollout_settings
     from waltz_ray.types import Prompt

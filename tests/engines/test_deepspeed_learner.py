@@ -141,7 +141,8 @@ def world1_main(model_dir: str, ckpt_dir: str, out_json: str) -> None:
     """Subprocess body: one process group, ZeRO stages 0-3 in sequence, each compared with the torch learner."""
     from transformers import AutoTokenizer
 
-    from waltz_ray.engines.deepspeed_learner import DeepSpeedLearner, free_port, init_distributed
+    from waltz_ray.engines.deepspeed_learner import DeepSpeedLearner
+    from waltz_ray.engines.distributed import free_port, init_distributed
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     batch, advantages, ref_offset = fixed_inputs(len(tokenizer), tokenizer.pad_token_id)

@@ -9,12 +9,21 @@ import json
 import logging
 import random
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from waltz_ray.data.benchmarks import (
+    BENCHMARKS,
+    GENERIC_LABELS,
+    LABELS,
+    LOCAL_FORMATS,
+    BenchmarkSpec,
+    benchmark_spec,
+    detect_benchmark,
+)
 from waltz_ray.types import Prompt, PromptLabel
 
 if TYPE_CHECKING:
@@ -25,131 +34,12 @@ log = logging.getLogger(__name__)
 
 BUILTIN_FILE = "prompts.jsonl"
 BUILTIN_SPLITS = ("train", "eval")
-LABELS: tuple[PromptLabel, ...] = ("harmful", "benign", "general")
-LOCAL_FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-
-# Label-column values every loader understands (compared after str().strip().lower()); a benchmark adds its own.
-GENERIC_LABELS: Mapping[str, PromptLabel] = {
-    "harmful": "harmful",
-    "unsafe": "harmful",
-    "1": "harmful",
-    "true": "harmful",
-    "benign": "benign",
-    "safe": "benign",
-    "0": "benign",
-    "false": "benign",
-    "general": "general",
-}
-
-# Tokens allowed per text inserted into a chat state, for tokenization at its edges (the texts are counted alone).
-BOUNDARY_SLACK_TOKENS = 2
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 class HubUnavailableError(ConnectionError):
     """A hub dataset could not be fetched (offline, unreachable, gated or missing) and no cached copy exists."""
-
-
-@dataclass(frozen=True)
-class BenchmarkSpec:
-    """How one public benchmark's columns map onto `Prompt`.
-
-    The label comes from the first rule that applies: ``label_column`` (when the table has it, values mapped through
-    ``label_map`` and `GENERIC_LABELS`), then ``origin_labels`` (a substring of the file name or hub config/split,
-    e.g. JailbreakBench ships harmful and benign behaviours as two files), then the fixed ``label``.
-    """
-
-    name: str
-    text_column: str
-    label: PromptLabel | None = None
-    label_column: str | None = None
-    label_map: Mapping[str, PromptLabel] = field(default_factory=dict, hash=False)
-    origin_labels: tuple[tuple[str, PromptLabel], ...] = ()
-    category_column: str | None = None
-    id_column: str | None = None
-    fallback_text_column: str | None = None  # used for rows whose text column is empty
-    context_column: str | None = None  # prepended to the text when non-empty (HarmBench contextual behaviours)
-    hub_id: str | None = None
-    hub_config: str | None = None
-    hub_split: str = "train"
-    hub_kwargs: Mapping[str, Any] = field(default_factory=dict, hash=False)
-    encoding: str = "utf-8"
-    aliases: tuple[str, ...] = ()
-
-
-BENCHMARKS: dict[str, BenchmarkSpec] = {
-    spec.name: spec
-    for spec in (
-        # xstest_prompts.csv: id, prompt, type, label (safe/unsafe), focus, note. Hub copy: same columns.
-        BenchmarkSpec(
-            name="xstest",
-            text_column="prompt",
-            label_column="label",
-            label_map={"safe": "benign", "unsafe": "harmful"},
-            category_column="type",
-            id_column="id",
-            hub_id="walledai/XSTest",
-            hub_split="test",
-        ),
-        # harmbench_behaviors_text_{all,test,val}.csv: Behavior, FunctionalCategory, SemanticCategory, Tags,
-        # ContextString, BehaviorID. All harmful; ContextString must precede contextual behaviours (HarmBench format).
-        BenchmarkSpec(
-            name="harmbench",
-            text_column="Behavior",
-            label="harmful",
-            category_column="SemanticCategory",
-            id_column="BehaviorID",
-            context_column="ContextString",
-        ),
-        # strongreject_dataset.csv: category, source, forbidden_prompt. All harmful.
-        BenchmarkSpec(name="strongreject", text_column="forbidden_prompt", label="harmful", category_column="category"),
-        # harmful_behaviors.csv: goal, target. All harmful.
-        BenchmarkSpec(name="advbench", text_column="goal", label="harmful"),
-        # {harmful,benign}-behaviors.csv: Index, Goal, Target, Behavior, Category, Source; the file says the label.
-        # Hub: JailbreakBench/JBB-Behaviors, config "behaviors", splits "harmful" / "benign" (same columns).
-        BenchmarkSpec(
-            name="jailbreakbench",
-            text_column="Goal",
-            label_column="label",
-            origin_labels=(("harmful", "harmful"), ("benign", "benign")),
-            category_column="Category",
-            id_column="Index",
-            hub_id="JailbreakBench/JBB-Behaviors",
-            hub_config="behaviors",
-            hub_split="harmful",
-            aliases=("jbb",),
-        ),
-        # Columns follow the dataset card (gated, TSV): configs "train" (vanilla, adversarial, completion, data_type)
-        # and "eval" (adversarial, label, data_type); vanilla rows leave `adversarial` empty.
-        BenchmarkSpec(
-            name="wildjailbreak",
-            text_column="adversarial",
-            fallback_text_column="vanilla",
-            label_column="data_type",
-            label_map={
-                "vanilla_harmful": "harmful",
-                "adversarial_harmful": "harmful",
-                "vanilla_benign": "benign",
-                "adversarial_benign": "benign",
-            },
-            hub_id="allenai/wildjailbreak",
-            hub_config="train",
-            hub_kwargs={"delimiter": "\t", "keep_default_na": False},
-        ),
-        # Columns follow the dataset card: configs or-bench-80k and or-bench-hard-1k (benign but scary-sounding) and
-        # or-bench-toxic (harmful), each with `prompt` and `category`.
-        BenchmarkSpec(
-            name="or-bench",
-            text_column="prompt",
-            origin_labels=(("toxic", "harmful"), ("hard", "benign"), ("80k", "benign")),
-            category_column="category",
-            hub_id="bench-llm/or-bench",
-            hub_config="or-bench-80k",
-            aliases=("orbench",),
-        ),
-    )
-}
 
 
 @dataclass(frozen=True)
@@ -211,7 +101,7 @@ def load_prompts(
     if source == "builtin" or source.startswith("builtin:"):
         prompts = load_builtin_prompts(_builtin_split(source, split))
     else:
-        spec = _spec(benchmark) if benchmark is not None else None
+        spec = benchmark_spec(benchmark) if benchmark is not None else None
         table, origin, tag, spec = _load_table(source, spec, split, config, encoding)
         prompts = _to_prompts(table, spec, origin, tag, source, text_column, label_column, label, category_column)
     return _sample(prompts, limit, seed)
@@ -246,26 +136,11 @@ def load_judge_comparison(path: str | Path, *, encoding: str | None = None) -> l
     ]
 
 
-def _spec(name: str) -> BenchmarkSpec:
-    if name not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {name!r}; valid benchmarks: {', '.join(sorted(BENCHMARKS))}")
-    return BENCHMARKS[name]
-
-
 def _builtin_split(source: str, split: str | None) -> str | None:
     _, _, suffix = source.partition(":")
     if suffix and split is not None and suffix != split:
         raise ValueError(f"source {source!r} conflicts with split={split!r}")
     return suffix or split
-
-
-def _detect(name: str) -> BenchmarkSpec | None:
-    """The benchmark whose name (or alias) occurs in ``name``, ignoring case and punctuation."""
-    key = re.sub(r"[^a-z0-9]", "", name.lower())
-    for spec in BENCHMARKS.values():
-        if any(re.sub(r"[^a-z0-9]", "", alias) in key for alias in (spec.name, *spec.aliases)):
-            return spec
-    return None
 
 
 def _load_table(
@@ -281,10 +156,10 @@ def _load_table(
     elif path.exists() or path.suffix.lower() in LOCAL_FORMATS or not _HUB_ID.fullmatch(source):
         if split not in (None, "train"):
             raise ValueError(f"a local file has a single split; got split={split!r} for {source}")
-        spec = spec or _detect(path.name) or _detect(path.parent.name)
+        spec = spec or detect_benchmark(path.name) or detect_benchmark(path.parent.name)
         table = _load_local(path, encoding or (spec.encoding if spec else "utf-8"))
         return table, path.name, path.stem, spec
-    spec = spec or next((s for s in BENCHMARKS.values() if s.hub_id == source), None) or _detect(source)
+    spec = spec or next((s for s in BENCHMARKS.values() if s.hub_id == source), None) or detect_benchmark(source)
     config = config or (spec.hub_config if spec else None)
     split = split or (spec.hub_split if spec else "train")
     table = _load_hub(source, config, split, dict(spec.hub_kwargs) if spec else {})
@@ -441,51 +316,3 @@ def _sample(prompts: Sequence[Prompt], limit: int | None, seed: int) -> list[Pro
         return list(prompts)
     keep = sorted(random.Random(seed).sample(range(len(prompts)), limit))
     return [prompts[i] for i in keep]
-
-
-# --- prompt length: every turn of an episode must fit its agent's context ------------------------------------------
-
-
-def conversation_prompt_budget(
-    max_model_len: int, overhead_tokens: int, response_tokens: int, feedback_tokens: int, revisions: int
-) -> int:
-    """Most prompt tokens for which the conversation agent's longest turn fits its context of ``max_model_len``.
-
-    That turn is the last revision c_T (T = ``revisions``; c0 when 0): its state holds the prompt and T rounds of an
-    answer (up to ``response_tokens``) and the feedback carried back (at most ``feedback_tokens``, the feedback
-    turn's cap), and c_T itself generates up to ``response_tokens``. ``overhead_tokens``: everything else in that
-    state (system prompt, chat template, revision template). Llama 3.1 at paper scale: 4096 - overhead - (1 + 1)
-    x 1024 (T=1: c0 and f0 in the state) - 1024 (c1) = 1024 - overhead.
-    """
-    return max_model_len - overhead_tokens - revisions * (response_tokens + feedback_tokens) - response_tokens
-
-
-def feedback_prompt_budget(
-    max_model_len: int, overhead_tokens: int, response_tokens: int, feedback_tokens: int, revisions: int
-) -> int | None:
-    """Most prompt tokens for which the feedback agent's longest turn fits its context (None: no feedback turn).
-
-    That turn is the review of c_{T-1}: its state holds the prompt, T answers and the T - 1 earlier feedbacks, and
-    it generates up to ``feedback_tokens``. ``overhead_tokens``: system prompt, chat and feedback templates.
-    """
-    if revisions == 0:
-        return None
-    return max_model_len - overhead_tokens - revisions * (response_tokens + feedback_tokens)
-
-
-def filter_by_length(
-    prompts: Sequence[Prompt], count_tokens: Callable[[str], int], max_prompt_tokens: int, *, what: str = "prompts"
-) -> tuple[list[Prompt], int]:
-    """The prompts of at most ``max_prompt_tokens`` tokens (``count_tokens``), in order, and how many were dropped
-    (logged as a warning when any were)."""
-    kept = [p for p in prompts if count_tokens(p.text) <= max_prompt_tokens]
-    dropped = len(prompts) - len(kept)
-    if dropped:
-        log.warning(
-            "dropped %d of %d %s longer than %d tokens (they would not fit the context)",
-            dropped,
-            len(prompts),
-            what,
-            max_prompt_tokens,
-        )
-    return kept, dropped

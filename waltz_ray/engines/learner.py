@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from waltz_ray.config import AlgorithmConfig, LearnerConfig
-from waltz_ray.core.advantages import estimator_spec, resolve_kl_estimator
+from waltz_ray.core.advantages import check_kl_estimator, estimator_spec
 from waltz_ray.core.losses import entropy_from_logits, micro_batch_loss, token_logprobs
 from waltz_ray.types import Completion
 
@@ -146,17 +146,12 @@ def _left_pad(values: torch.Tensor, count: int) -> torch.Tensor:
 
 
 def kl_settings(algorithm: AlgorithmConfig) -> tuple[bool, str]:
-    """(whether the KL to the reference is a loss term, the KL estimator) of a learner for ``algorithm``.
-
-    Where the estimator puts the KL into the loss (``EstimatorSpec.kl_in_loss``: grpo, rloo) and
-    ``algorithm.kl_estimator`` was not set, the estimator is ``LOSS_KL_ESTIMATOR`` (k3), not the field's default k1:
-    k1's gradient there is zero in expectation. A configured k1 there is refused (``check_kl_estimator``).
-    """
-    kl_in_loss = estimator_spec(algorithm.advantage_estimator).kl_in_loss
-    configured: str | None = algorithm.kl_estimator
-    if kl_in_loss and "kl_estimator" not in algorithm.model_fields_set:
-        configured = None
-    return kl_in_loss, resolve_kl_estimator(algorithm.advantage_estimator, configured, algorithm.kl_coef)
+    """(whether the KL to the reference is a loss term, the KL estimator) of a learner for ``algorithm``: the
+    registry says where the estimator puts the KL; the config holds the estimator, resolved when it was loaded (k3
+    where the KL is in the loss unless set, k1 refused there) and checked again here for hand-built configs."""
+    spec = estimator_spec(algorithm.advantage_estimator)
+    check_kl_estimator(algorithm.advantage_estimator, algorithm.kl_estimator, algorithm.kl_coef)
+    return spec.kl_in_loss, algorithm.kl_estimator
 
 
 @dataclass

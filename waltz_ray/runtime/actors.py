@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from waltz_ray.config import AlgorithmConfig, LearnerConfig, WaltzConfig
-from waltz_ray.engines.deepspeed_learner import LearnerWorker, free_port
+from waltz_ray.engines.deepspeed_learner import LearnerWorker
+from waltz_ray.engines.distributed import free_port
 from waltz_ray.engines.learner import LearnerHost
 from waltz_ray.rollout import RolloutSettings, StageTimer, run_episodes
 from waltz_ray.runtime.nccl import NCCL_EXTENSION, Bucket, NCCLSender

@@ -156,7 +156,7 @@ def undeploy(names: AppNames) -> None:
 
 def start_http(config: ServeConfig) -> int:
     """Start Serve's HTTP proxy on ``serve.host:serve.port`` (a free port when 0); returns the port."""
-    from waltz_ray.engines.deepspeed_learner import free_port
+    from waltz_ray.engines.distributed import free_port
 
     port = config.port or free_port()
     # The proxy's own timeout is a backstop a little past the ingress's (a client header can lift the proxy's).
