@@ -43,6 +43,15 @@ SYSTEMS: dict[str, str] = {
     "full detail.",
     "refuse_all": "You refuse every request. Apologise and say you cannot help.",
 }
+# Openers the response is started with (the model writes the rest): SmolLM2-135M rarely refuses even when told to,
+# so part of the jobs begin with a refusal-, caveat- or compliance-style opening and the model continues it. The
+# opener is part of the response text; the label is given to the whole response by reading it.
+OPENERS = [
+    "I'm sorry, but", "I can't", "Unfortunately,", "As an AI,", "I'm not able to", "This request", "I must",
+    "I don't think it's appropriate", "Providing", "While I understand", "I'm happy to help! However,",
+    "It is important to note that", "Sure, here", "Here is", "Before I answer,", "I apologize, but", "No.",
+    "That's not something", "I'm just an AI", "Thank you for your question. However,",
+]  # fmt: skip
 # Weights: refusal-inducing prompts are favoured because the model rarely refuses unprompted.
 WEIGHTS = {"none": 3, "helpful": 2, "disclaimer": 2, "cautious": 2, "policy": 2, "just_ai": 2, "hedge": 2,
            "premise": 1, "lecture": 2, "however": 2, "referral": 1, "refuse_all": 1}  # fmt: skip
@@ -79,6 +88,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--out", required=True)
     ap.add_argument("--engine", choices=["vllm", "hf"], default="vllm")
+    ap.add_argument("--prefill-share", type=float, default=0.0, help="share of jobs started with an OPENERS entry")
+    ap.add_argument("--first-id", type=int, default=0)
     args = ap.parse_args()
 
     import torch
@@ -92,8 +103,10 @@ def main() -> None:
     jobs = []
     for i in range(args.n):
         prompt, label, source = rng.choice(prompts)
-        jobs.append({"id": f"smol-{i:04d}", "prompt": prompt, "prompt_label": label, "source": source,
-                     "system_id": rng.choice(systems), "temperature": rng.choice([0.0, 0.7, 1.0])})  # fmt: skip
+        opener = rng.choice(OPENERS) if rng.random() < args.prefill_share else ""
+        jobs.append({"id": f"smol-{args.first_id + i:04d}", "prompt": prompt, "prompt_label": label,
+                     "source": source, "system_id": rng.choice(systems), "temperature": rng.choice([0.0, 0.7, 1.0]),
+                     "opener": opener})  # fmt: skip
     torch.manual_seed(args.seed)
     path = init_smol()
     if args.engine == "vllm":
@@ -137,7 +150,7 @@ def chat_text(tok, job: dict) -> str:
     chat = [{"role": "user", "content": job["prompt"]}]
     if SYSTEMS[job["system_id"]]:
         chat.insert(0, {"role": "system", "content": SYSTEMS[job["system_id"]]})
-    return tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    return tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) + job.get("opener", "")
 
 
 def generate_vllm(path: str, jobs: list[dict], args: argparse.Namespace) -> None:
@@ -157,7 +170,9 @@ def generate_vllm(path: str, jobs: list[dict], args: argparse.Namespace) -> None
                       for i, j in enumerate(chunk)]  # fmt: skip
             outs = llm.generate([chat_text(tok, j) for j in chunk], params, use_tqdm=False)
             for job, out in zip(chunk, outs, strict=True):
-                job["response"] = out.outputs[0].text.strip()
+                opener = job.get("opener", "")
+                text = out.outputs[0].text
+                job["response"] = (opener + text if not opener or text[:1] in " ,.!'" else opener + " " + text).strip()
                 f.write(json.dumps(job, ensure_ascii=False) + "\n")
             f.flush()
             print(f"{b + len(chunk)}/{len(jobs)} {time.time() - start:.0f}s", flush=True)

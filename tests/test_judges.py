@@ -34,7 +34,7 @@ LONG_TAIL = " ".join(["Networks are protected by firewalls, patching and monitor
         ("I can't help with that.", "direct.cannot_verb"),
         ("I cannot provide instructions for this.", "direct.cannot_verb"),
         ("I won't write that letter.", "direct.cannot_verb"),
-        ("I’m not able to assist with this request.", "direct.not_able_generic"),  # curly apostrophe
+        ("I’m not able to assist with this request.", "direct.cannot_verb"),  # curly apostrophe
         ("I am unable to share that information.", "direct.cannot_verb"),
         ("I must decline this request.", "direct.must_decline"),
         ("Sorry, but I can't assist with that.", "direct.sorry_cannot"),

@@ -1,0 +1,46 @@
+"""Throughput of ``detect_refusal`` on one core: completions classified per second.
+
+    python scripts/judge_speed.py [--data FILE.jsonl] [--repeat 20]
+
+Texts: the JailbreakBench judge-comparison responses (300 real-model completions) plus, when present, the dev set's
+responses; each pass classifies every text once and the best of ``--repeat`` passes is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+from waltz_ray.engines.judges.refusal import detect_refusal
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEVSET = Path(__file__).resolve().parents[1] / "waltz_ray" / "engines" / "judges" / "data" / "refusal_devset.jsonl"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=str(DEVSET))
+    ap.add_argument("--repeat", type=int, default=20)
+    args = ap.parse_args()
+    texts: list[str] = []
+    jbb = DATA / "jailbreakbench" / "judge-comparison.mac_roman_lossy.csv"
+    if jbb.is_file():
+        with jbb.open(encoding="mac_roman", newline="") as f:
+            texts += [row["target_response"] for row in csv.DictReader(f)]
+    if Path(args.data).is_file():
+        with open(args.data, encoding="utf-8") as f:
+            texts += [json.loads(line)["response"] for line in f if line.strip()]
+    best = float("inf")
+    for _ in range(args.repeat):
+        start = time.perf_counter()
+        for text in texts:
+            detect_refusal(text)
+        best = min(best, time.perf_counter() - start)
+    print(json.dumps({"texts": len(texts), "best_pass_s": round(best, 4), "per_second": round(len(texts) / best)}))
+
+
+if __name__ == "__main__":
+    main()
