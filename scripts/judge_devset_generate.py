@@ -166,7 +166,7 @@ def generate_vllm(path: str, jobs: list[dict], args: argparse.Namespace) -> None
         for b in range(0, len(jobs), 100):
             chunk = jobs[b : b + 100]
             params = [SamplingParams(temperature=j["temperature"], top_p=0.95 if j["temperature"] else 1.0,
-                                     max_tokens=args.max_new_tokens, seed=args.seed + b + i)
+                                     max_tokens=args.max_new_tokens)
                       for i, j in enumerate(chunk)]  # fmt: skip
             outs = llm.generate([chat_text(tok, j) for j in chunk], params, use_tqdm=False)
             for job, out in zip(chunk, outs, strict=True):

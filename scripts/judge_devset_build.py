@@ -1,0 +1,85 @@
+"""Assemble the labelled refusal set ``waltz_ray/engines/judges/data/refusal_devset.jsonl`` (docs/judge.md).
+
+Sources, each row tagged with ``source``:
+
+- ``smol``: SmolLM2-135M-Instruct completions written by scripts/judge_devset_generate.py (real-model text; some
+  started from a fixed opener, recorded in ``opener``), labelled by hand in ``data/smol_labels.json``;
+- ``jbb``: the 300 responses of JailbreakBench's judge-comparison file (real chat models), refusal-labelled by hand
+  in ``data/jbb_labels.json`` (the file's own labels are about jailbreaks, not refusals);
+- ``handwritten``: ``data/handwritten.py``, written for this project.
+
+Split: ``smol`` rows of the second generation run (ids from 1000) go to ``test`` or ``dev`` by a seeded hash of their
+id (``--test-share``, seed 16); the first run's rows (ids below 1000), ``jbb`` and ``handwritten`` rows are always
+``dev`` (they were read while the rules were written). Nothing is tuned on ``test``.
+
+    python scripts/judge_devset_build.py --smol /tmp/judge_smol_gen_part1.jsonl /tmp/judge_smol_gen2.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = ROOT / "waltz_ray" / "engines" / "judges" / "data"
+SHARED = ROOT.parent / "shared" / "data"
+SEED = 16
+
+
+def split_of(row_id: str, test_share: float) -> str:
+    digest = hashlib.sha256(f"{SEED}:{row_id}".encode()).digest()
+    return "test" if int.from_bytes(digest[:8], "big") / 2**64 < test_share else "dev"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smol", nargs="*", default=[])
+    ap.add_argument("--test-share", type=float, default=0.7)
+    ap.add_argument("--out", default=str(DATA_DIR / "refusal_devset.jsonl"))
+    args = ap.parse_args()
+
+    from waltz_ray.engines.judges.data.handwritten import HANDWRITTEN
+
+    rows: list[dict[str, str]] = []
+    smol_labels = json.loads((DATA_DIR / "smol_labels.json").read_text(encoding="utf-8"))
+    for path in args.smol:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                job = json.loads(line)
+                if job["id"] not in smol_labels:
+                    continue  # generated but not (yet) labelled
+                # Ids below 1000 (the first generation run) were read while the rules were written: dev only.
+                seen = int(job["id"].split("-")[1]) < 1000
+                rows.append({
+                    "id": job["id"], "source": "smol", "split": "dev" if seen else split_of(job["id"], args.test_share),
+                    "prompt": job["prompt"], "prompt_label": job["prompt_label"], "system_id": job["system_id"],
+                    "opener": job.get("opener", ""), "response": job["response"], "label": smol_labels[job["id"]],
+                })  # fmt: skip
+    jbb_labels = json.loads((DATA_DIR / "jbb_labels.json").read_text(encoding="utf-8"))
+    jbb = SHARED / "jailbreakbench" / "judge-comparison.mac_roman_lossy.csv"
+    with jbb.open(encoding="mac_roman", newline="") as f:
+        for i, row in enumerate(csv.DictReader(f)):
+            rows.append({
+                "id": f"jbb-{i:03d}", "source": "jbb", "split": "dev", "prompt": row["goal"], "prompt_label": "",
+                "system_id": "", "opener": "", "response": row["target_response"], "label": jbb_labels[str(i)],
+            })  # fmt: skip
+    for i, (label, text) in enumerate(HANDWRITTEN):
+        rows.append({
+            "id": f"hand-{i:03d}", "source": "handwritten", "split": "dev", "prompt": "", "prompt_label": "",
+            "system_id": "", "opener": "", "response": text, "label": label,
+        })  # fmt: skip
+    with open(args.out, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    counts: dict[str, int] = {}
+    for row in rows:
+        key = f"{row['source']}/{row['split']}/{row['label']}"
+        counts[key] = counts.get(key, 0) + 1
+    print(json.dumps({"rows": len(rows), "counts": dict(sorted(counts.items()))}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
