@@ -37,7 +37,7 @@ def split_of(row_id: str, test_share: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--smol", nargs="*", default=[])
-    ap.add_argument("--test-share", type=float, default=0.7)
+    ap.add_argument("--test-share", type=float, default=1.0)
     ap.add_argument("--out", default=str(DATA_DIR / "refusal_devset.jsonl"))
     args = ap.parse_args()
 
