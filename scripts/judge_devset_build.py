@@ -8,11 +8,12 @@ Sources, each row tagged with ``source``:
   in ``data/jbb_labels.json`` (the file's own labels are about jailbreaks, not refusals);
 - ``handwritten``: ``data/handwritten.py``, written for this project.
 
-Split: ``smol`` rows of the second generation run (ids from 1000) go to ``test`` or ``dev`` by a seeded hash of their
-id (``--test-share``, seed 16); the first run's rows (ids below 1000), ``jbb`` and ``handwritten`` rows are always
-``dev`` (they were read while the rules were written). Nothing is tuned on ``test``.
+Split: ``smol`` rows of the third generation run (ids from 2000) go to ``test`` (or ``dev`` by a seeded hash of their
+id when ``--test-share`` < 1, seed 16); runs 1 and 2 (ids below 2000), ``jbb`` and ``handwritten`` rows are always
+``dev`` (they were read while the rules were written; run 2 was the first test split, measured once with the frozen
+detector and then used for development). Nothing is tuned on ``test``.
 
-    python scripts/judge_devset_build.py --smol /tmp/judge_smol_gen_part1.jsonl /tmp/judge_smol_gen2.jsonl
+    python scripts/judge_devset_build.py --smol waltz_ray/engines/judges/data/smol_run{1,2,3}.jsonl
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ def main() -> None:
                 job = json.loads(line)
                 if job["id"] not in smol_labels:
                     continue  # generated but not (yet) labelled
-                # Ids below 1000 (the first generation run) were read while the rules were written: dev only.
-                seen = int(job["id"].split("-")[1]) < 1000
+                # Ids below 2000 (runs 1 and 2) were read while the rules were written: dev only. Run 2 was the
+                # first test split; its frozen-detector result is in docs/judge.md, and it became dev afterwards.
+                seen = int(job["id"].split("-")[1]) < 2000
                 rows.append({
                     "id": job["id"], "source": "smol", "split": "dev" if seen else split_of(job["id"], args.test_share),
                     "prompt": job["prompt"], "prompt_label": job["prompt_label"], "system_id": job["system_id"],
