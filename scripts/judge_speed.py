@@ -1,6 +1,6 @@
 """Throughput of ``detect_refusal`` on one core: completions classified per second.
 
-    python scripts/judge_speed.py [--data FILE.jsonl] [--repeat 20]
+    taskset -c 1 python scripts/judge_speed.py [--data FILE.jsonl] [--repeat 20] [--main-commit 3d4e3d4]
 
 Texts: the JailbreakBench judge-comparison responses (300 real-model completions) plus, when present, the dev set's
 responses; each pass classifies every text once and the best of ``--repeat`` passes is reported.
@@ -24,6 +24,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(DEVSET))
     ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--main-commit", help="also time main's detect_refusal from this commit (git show), same texts")
     args = ap.parse_args()
     texts: list[str] = []
     jbb = DATA / "jailbreakbench" / "judge-comparison.mac_roman_lossy.csv"
@@ -33,13 +34,26 @@ def main() -> None:
     if Path(args.data).is_file():
         with open(args.data, encoding="utf-8") as f:
             texts += [json.loads(line)["response"] for line in f if line.strip()]
-    best = float("inf")
-    for _ in range(args.repeat):
-        start = time.perf_counter()
-        for text in texts:
-            detect_refusal(text)
-        best = min(best, time.perf_counter() - start)
-    print(json.dumps({"texts": len(texts), "best_pass_s": round(best, 4), "per_second": round(len(texts) / best)}))
+    detectors = {"detect_refusal": detect_refusal}
+    if args.main_commit:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from judge_tables import load_main
+
+        main_fn = load_main(args.main_commit)
+        if main_fn is not None:
+            detectors[f"main@{args.main_commit}"] = main_fn
+    out = {"texts": len(texts)}
+    for name, fn in detectors.items():
+        best = float("inf")
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            for text in texts:
+                fn(text)
+            best = min(best, time.perf_counter() - start)
+        out[name] = {"best_pass_s": round(best, 4), "per_second": round(len(texts) / best)}
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":
