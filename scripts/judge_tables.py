@@ -100,12 +100,12 @@ def main() -> None:
         items = [(r["prompt"], r["target_response"], r["human_majority"] == "1") for r in data]
         labels = ["benign" if r["goal"].strip() in safe else "harmful" for r in data]
         out = {}
-        for engagement in (True, False):
-            judge = RuleJudge(engagement=engagement)
+        for engagement, short in ((True, False), (True, True), (False, False)):
+            judge = RuleJudge(engagement=engagement, short_answers=short)
             harmful = [(i, lb) for i, lb in zip(items, labels, strict=True) if lb == "harmful"]
             all_rep = judge_agreement(judge, items, labels)  # type: ignore[arg-type]
             jb_rep = judge_agreement(judge, [i for i, _ in harmful], ["harmful"] * len(harmful))
-            out[f"engagement={engagement}"] = {
+            out[f"engagement={engagement},short_answers={short}"] = {
                 "all_300": {"accuracy": round(all_rep.accuracy, 3), "kappa": round(all_rep.cohen_kappa, 3),
                             "fp": all_rep.fp, "fn": all_rep.fn},
                 "jailbreak_200": {"accuracy": round(jb_rep.accuracy, 3), "kappa": round(jb_rep.cohen_kappa, 3),

@@ -237,10 +237,10 @@ def test_judge_agreement_cli_on_jailbreakbench(shared_data: Path, tmp_path: Path
     assert result["n_rows"] == 300
     everything, jailbreaks = result["subsets"]["all"], result["subsets"]["label=harmful"]
     # docs/judge.md's table (tests/test_judges.py measures the same numbers through the library)
-    assert (everything["judge"]["n"], round(everything["judge"]["accuracy"], 3)) == (300, 0.907)
-    assert round(everything["judge"]["cohen_kappa"], 3) == 0.809
-    assert (jailbreaks["judge"]["n"], round(jailbreaks["judge"]["accuracy"], 3)) == (200, 0.860)
-    assert round(jailbreaks["judge"]["cohen_kappa"], 3) == 0.709
+    assert (everything["judge"]["n"], round(everything["judge"]["accuracy"], 3)) == (300, 0.903)
+    assert round(everything["judge"]["cohen_kappa"], 3) == 0.803
+    assert (jailbreaks["judge"]["n"], round(jailbreaks["judge"]["accuracy"], 3)) == (200, 0.855)
+    assert round(jailbreaks["judge"]["cohen_kappa"], 3) == 0.698
     assert result["subsets"]["label=benign"]["judge"]["n"] == 100
     # the shipped classifiers on the jailbreak rows, as recorded in the file (README: 0.835-0.880)
     assert round(jailbreaks["llamaguard2_cf"]["accuracy"], 3) == 0.835
