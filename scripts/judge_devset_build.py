@@ -8,12 +8,12 @@ Sources, each row tagged with ``source``:
   in ``data/jbb_labels.json`` (the file's own labels are about jailbreaks, not refusals);
 - ``handwritten``: ``data/handwritten.py``, written for this project.
 
-Split: ``smol`` rows of the third generation run (ids from 2000) go to ``test`` (or ``dev`` by a seeded hash of their
-id when ``--test-share`` < 1, seed 16); runs 1 and 2 (ids below 2000), ``jbb`` and ``handwritten`` rows are always
-``dev`` (they were read while the rules were written; run 2 was the first test split, measured once with the frozen
-detector and then used for development). Nothing is tuned on ``test``.
+Split: ``smol`` rows of the fourth generation run (ids from 3000) go to ``test`` (or ``dev`` by a seeded hash of their
+id when ``--test-share`` < 1, seed 16); runs 1-3 (ids below 3000), ``jbb`` and ``handwritten`` rows are always
+``dev`` (they were read while the rules were written; runs 2 and 3 were earlier test splits, each measured once with
+the frozen detector and then used for development). Nothing is tuned on ``test``.
 
-    python scripts/judge_devset_build.py --smol waltz_ray/engines/judges/data/smol_run{1,2,3}.jsonl
+    python scripts/judge_devset_build.py --smol waltz_ray/engines/judges/data/smol_run{1,2,3,4}.jsonl
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ def main() -> None:
                 job = json.loads(line)
                 if job["id"] not in smol_labels:
                     continue  # generated but not (yet) labelled
-                # Ids below 2000 (runs 1 and 2) were read while the rules were written: dev only. Run 2 was the
-                # first test split; its frozen-detector result is in docs/judge.md, and it became dev afterwards.
-                seen = int(job["id"].split("-")[1]) < 2000
+                # Ids below 3000 (runs 1-3) were read while the rules were written: dev only. Runs 2 and 3 were
+                # earlier test splits; their frozen-detector results are in docs/judge.md, then they became dev.
+                seen = int(job["id"].split("-")[1]) < 3000
                 rows.append({
                     "id": job["id"], "source": "smol", "split": "dev" if seen else split_of(job["id"], args.test_share),
                     "prompt": job["prompt"], "prompt_label": job["prompt_label"], "system_id": job["system_id"],

@@ -72,7 +72,7 @@ def main() -> None:
     main_fn = load_main(args.main_commit)
     rows = read_rows(DEVSET)
     sets = {
-        "test (SmolLM2 run 3)": [r for r in rows if r["split"] == "test"],
+        "test (SmolLM2 run 4)": [r for r in rows if r["split"] == "test"],
         "test, no opener": [r for r in rows if r["split"] == "test" and not r["opener"]],
         "test, with opener": [r for r in rows if r["split"] == "test" and r["opener"]],
         "run 2 (first test split, now dev)": [
