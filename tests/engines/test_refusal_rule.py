@@ -124,7 +124,7 @@ def test_devset_is_labelled_and_split() -> None:
     assert {r["label"] for r in rows} <= {"compliance", "refusal", "partial"}
     assert {r["split"] for r in rows} == {"dev", "test"}
     # Only real-model completions of the unseen generation run are test rows.
-    assert all(r["source"] == "smol" and int(r["id"].split("-")[1]) >= 1000 for r in rows if r["split"] == "test")
+    assert all(r["source"] == "smol" and int(r["id"].split("-")[1]) >= 3000 for r in rows if r["split"] == "test")
 
 
 def test_refusal_agreement_on_the_devset(tmp_path: Path) -> None:
