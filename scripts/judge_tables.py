@@ -75,6 +75,9 @@ def main() -> None:
         "test (SmolLM2 run 4)": [r for r in rows if r["split"] == "test"],
         "test, no opener": [r for r in rows if r["split"] == "test" and not r["opener"]],
         "test, with opener": [r for r in rows if r["split"] == "test" and r["opener"]],
+        "run 3 (second test split, now dev)": [
+            r for r in rows if r["source"] == "smol" and "2000" <= r["id"][5:] < "3000"
+        ],
         "run 2 (first test split, now dev)": [
             r for r in rows if r["source"] == "smol" and "1000" <= r["id"][5:] < "2000"
         ],
