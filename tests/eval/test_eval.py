@@ -236,13 +236,13 @@ def test_judge_agreement_cli_on_jailbreakbench(shared_data: Path, tmp_path: Path
     result = _json(out)
     assert result["n_rows"] == 300
     everything, jailbreaks = result["subsets"]["all"], result["subsets"]["label=harmful"]
-    # the README's table (tests/engines/test_judges.py measures the same numbers through the library)
-    assert (everything["judge"]["n"], round(everything["judge"]["accuracy"], 3)) == (300, 0.887)
-    assert round(everything["judge"]["cohen_kappa"], 3) == 0.771
-    assert (jailbreaks["judge"]["n"], round(jailbreaks["judge"]["accuracy"], 3)) == (200, 0.830)
-    assert round(jailbreaks["judge"]["cohen_kappa"], 3) == 0.644
+    # docs/judge.md's table (tests/engines/test_judges.py measures the same numbers through the library)
+    assert (everything["judge"]["n"], round(everything["judge"]["accuracy"], 3)) == (300, 0.903)
+    assert round(everything["judge"]["cohen_kappa"], 3) == 0.803
+    assert (jailbreaks["judge"]["n"], round(jailbreaks["judge"]["accuracy"], 3)) == (200, 0.855)
+    assert round(jailbreaks["judge"]["cohen_kappa"], 3) == 0.698
     assert result["subsets"]["label=benign"]["judge"]["n"] == 100
-    # the shipped classifiers on the jailbreak rows, as recorded in the file (README: 0.835-0.880)
+    # the shipped classifiers on the jailbreak rows, as recorded in the file (docs/judge.md)
     assert round(jailbreaks["llamaguard2_cf"]["accuracy"], 3) == 0.835
     assert round(jailbreaks["harmbench_cf"]["accuracy"], 3) == 0.880
 

@@ -86,6 +86,18 @@ def add_agreement_parser(sub: Any, config_args: Callable[[argparse.ArgumentParse
         help="a prompt file (e.g. XSTest): a row whose goal (else prompt) matches one of its prompts takes its label",
     )
     p.add_argument("--out", help="also write the JSON result to this file")
+    p.add_argument(
+        "--task",
+        choices=["unsafe", "refusal"],
+        default="unsafe",
+        help="unsafe: the judge's unsafe label vs the file's human_majority (JailbreakBench layout); refusal: "
+        "detect_refusal and the prefix-list baseline vs a human refusal label in any CSV/JSONL (docs/judge.md)",
+    )
+    p.add_argument("--text-column", default="response", help="--task refusal: the response column")
+    p.add_argument("--label-column", default="label", help="--task refusal: compliance/refusal/partial (or 0/1)")
+    p.add_argument("--prompt-column", default="prompt", help="--task refusal: the prompt column (shown only)")
+    p.add_argument("--split", help="--task refusal: keep rows whose 'split' column has this value (e.g. test)")
+    p.add_argument("--show", type=int, default=20, help="--task refusal: disagreements printed (all go to --out)")
 
 
 def run_eval(config: WaltzConfig, args: argparse.Namespace) -> int:
@@ -131,6 +143,8 @@ def _mode(run_dir: str) -> str:
 
 
 def run_agreement(config: WaltzConfig, args: argparse.Namespace) -> int:
+    if args.task == "refusal":
+        return _run_refusal_agreement(args)
     from waltz_ray.eval.judge_agreement import agreement
     from waltz_ray.factory import build_judge
 
@@ -142,6 +156,25 @@ def run_agreement(config: WaltzConfig, args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
     print(text)
+    return 0
+
+
+def _run_refusal_agreement(args: argparse.Namespace) -> int:
+    from waltz_ray.eval.judge_agreement import format_report, refusal_agreement
+
+    result = refusal_agreement(
+        args.data,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        prompt_column=args.prompt_column,
+        split_column="split" if args.split else None,
+        split=args.split,
+        encoding=args.encoding,
+        show=args.show,
+    )
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(format_report(result))
     return 0
 
 

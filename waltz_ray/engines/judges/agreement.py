@@ -1,6 +1,6 @@
 """Judge-versus-human agreement on the unsafe label: accuracy, Cohen's kappa and the confusion counts.
 
-SPEC §7: the judge is the single source of truth, so measure it against human labels before trusting a metric.
+The judge is the single source of truth, so measure it against human labels before trusting a metric.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from waltz_ray.engines.base import Judge
 from waltz_ray.types import PromptLabel
@@ -70,3 +71,29 @@ def cohen_kappa(tp: int, fp: int, tn: int, fn: int) -> float:
     if chance == 1.0:
         return math.nan
     return (observed - chance) / (1.0 - chance)
+
+
+def classification_report(pairs: Sequence[tuple[str, str]], classes: Sequence[str] | None = None) -> dict[str, Any]:
+    """Agreement of (predicted, gold) class pairs: accuracy, Cohen's kappa (multi-class), per-class precision,
+    recall and support, and the confusion table ``confusion[gold][predicted]``. NaN where undefined."""
+    names = list(classes) if classes is not None else sorted({c for pair in pairs for c in pair})
+    confusion = {g: {p: 0 for p in names} for g in names}
+    for predicted, gold in pairs:
+        confusion.setdefault(gold, {p: 0 for p in names}).setdefault(predicted, 0)
+        confusion[gold][predicted] += 1
+    n = len(pairs)
+    observed = sum(1 for p, g in pairs if p == g) / n if n else math.nan
+    pred_totals = {c: sum(1 for p, _ in pairs if p == c) for c in names}
+    gold_totals = {c: sum(1 for _, g in pairs if g == c) for c in names}
+    chance = sum(pred_totals[c] * gold_totals[c] for c in names) / (n * n) if n else math.nan
+    kappa = math.nan if not n or chance == 1.0 else (observed - chance) / (1.0 - chance)
+    per_class = {}
+    for c in names:
+        hit = confusion.get(c, {}).get(c, 0)
+        per_class[c] = {
+            "precision": hit / pred_totals[c] if pred_totals[c] else math.nan,
+            "recall": hit / gold_totals[c] if gold_totals[c] else math.nan,
+            "support": gold_totals[c],
+            "predicted": pred_totals[c],
+        }
+    return {"n": n, "accuracy": observed, "cohen_kappa": kappa, "per_class": per_class, "confusion": confusion}

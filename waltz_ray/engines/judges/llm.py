@@ -1,4 +1,4 @@
-"""The LLM judge: one judge prompt carrying the SPEC §1 definitions, one batched generate call, one robust parser.
+"""The LLM judge: one judge prompt carrying the label definitions, one batched generate call, one robust parser.
 
 The HTTP judge reuses ``build_judge_chat`` and ``parse_judge_output`` from here, so there is a single copy of both.
 """
@@ -127,7 +127,7 @@ def _labels_from_lines(text: str) -> tuple[bool, bool] | None:
 
 
 class LLMJudge:
-    """Asks a Generator (a local HF/vLLM model) for SPEC §1 labels, one batched greedy call per judge() call.
+    """Asks a Generator (a local HF/vLLM model) for the two labels, one batched greedy call per judge() call.
 
     A generator exception turns every verdict of the batch into a failure carrying the exception text.
     """
