@@ -10,8 +10,9 @@ overrides; ``HFGenerator.max_batch_size`` is set to the batch size), temperature
 Forced lengths: every completion is exactly N new tokens (``min_new_tokens = max_new_tokens = N``, N in
 ``--lengths``, default 24 and 64: the tiny config's conversation and feedback turns), so both engines do the same
 work whatever they sample. Threads: each length is measured with each torch intra-op thread count in
-``--threads`` (default 1 and 2; ``torch.set_num_threads`` before every call, both engines share this process's
-pool; ``VLLM_CPU_OMP_THREADS_BIND=nobind`` so vLLM neither reserves a core nor rebinds threads). Both are fp32.
+``--threads`` (default 1 and 2), set before every call through the real ``torch.set_num_threads`` (vLLM's CPU
+worker replaces it with a no-op when it starts) and checked; both engines share this process's pool
+(``VLLM_CPU_OMP_THREADS_BIND=nobind``: vLLM neither reserves a core nor rebinds threads). Both are fp32.
 
 Per round and setting (threads, length), each engine in turn (HF first in even rounds, vLLM first in odd ones, so
 drift in machine load hits both) does what a generation actor does in a training step: reload the weights
@@ -154,7 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from waltz_ray.types import GenerationParams
         from waltz_ray.worlds import resolve_model_path
 
-        torch.set_num_threads(max(thread_counts))
+        # vLLM's CPU worker replaces torch.set_num_threads with a no-op when it starts: keep the real one
+        set_threads = torch.set_num_threads
+        set_threads(max(thread_counts))
         config = load_config(args.config, [*(REDUCED if args.reduced else []), *args.overrides])
         agent = config.agents.conversation
         path = resolve_model_path(agent.model_path, config)  # builds the tiny agent once if it is not cached
@@ -186,7 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for r in range(rounds):
                 order = ENGINES if r % 2 == 0 else ENGINES[::-1]
                 for threads in thread_counts:
-                    torch.set_num_threads(threads)
+                    set_threads(threads)
+                    if torch.get_num_threads() != threads:
+                        raise RuntimeError(f"asked for {threads} torch threads, got {torch.get_num_threads()}")
                     for length in lengths:
                         params = GenerationParams(length, args.temperature, min_new_tokens=length, seed=args.seed + r)
                         row: dict[str, Any] = {"round": r, "threads": threads, "tokens": length, "order": list(order)}
