@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", default=str(ROOT / "configs" / "tiny.yaml"), help="YAML config")
     parser.add_argument("--prompts", type=int, default=None, help="batch size (default: a training step's)")
     parser.add_argument("--lengths", type=ints, default=None, help="forced new tokens, comma-separated (24,64)")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=None, help="one forced length (the earlier flag; same as --lengths N)"
+    )
     parser.add_argument("--threads", type=ints, default=None, help="torch threads, comma-separated (1,2)")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 5)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (rollout default 1.0)")
@@ -140,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    if args.max_new_tokens is not None and args.lengths is None:
+        args.lengths = (args.max_new_tokens,)
     lengths = args.lengths or (REDUCED_LENGTHS if args.reduced else (24, 64))
     thread_counts = args.threads or (REDUCED_THREADS if args.reduced else (1, 2))
     rounds = args.repeats or (REDUCED_REPEATS if args.reduced else 5)
