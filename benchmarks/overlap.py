@@ -1,8 +1,15 @@
 """Overlap benchmark: the Ray runtime synchronous (``max_staleness=0``) vs asynchronous (``max_staleness=1``).
 
-Both runs happen in ONE invocation and ONE Ray session, on the same model, config and seed, with the same number
+All runs happen in ONE invocation and ONE Ray session, on the same model, config and seed, with the same number
 of steps and prompts per step (every step in stage 2, so both agents update each step). Each run builds its own
 pools (``ray_trainer``), which are torn down before the next run starts.
+
+Fairness: ``--rounds`` (default 3) rounds, each one synchronous and one asynchronous run back to back, the order
+alternating (sync first in rounds 1, 3, ..., async first in rounds 2, 4, ...) so a drift in machine load hits both
+modes alike. Every turn is generated at full length (``agents.<agent>.generation.min_new_tokens`` set to its
+``max_new_tokens``; ``--free-lengths`` turns this off), so both modes generate the same number of tokens whatever
+their weights sample; the tokens each run generated (``queue/record_tokens_*`` summed over steps) are reported per
+mode all the same. The machine's load average (``os.getloadavg()``) is recorded before and after every run.
 
 What is timed: the training-step loop only. ``train_step`` is wrapped with ``time.perf_counter``; a run's wall
 time is the end of its last step minus the start of its first (step 0 includes waiting for the first rollout in
@@ -10,20 +17,22 @@ both modes; in between steps only the metrics row is written, since ``stages.eva
 the tiny model, starting Ray, building the topology (actor start and model load), the initial and final
 evaluations (``data.eval_limit`` prompts, 4 by default) and the final checkpoint.
 
-Theoretical limit, from the synchronous run's per-stage times (``time/*`` in its metrics.jsonl, summed over steps):
-generation side = the rollout stages (conversation_generation, feedback_generation, revision_generation, judge),
-learner side = everything else the step times (reward, advantage, logprobs, updates, weight_sync; not
+Theoretical limit, from each synchronous run's per-stage times (``time/*`` in its metrics.jsonl, summed over
+steps): generation side = the rollout stages (conversation_generation, feedback_generation, revision_generation,
+judge), learner side = everything else the step times (reward, advantage, logprobs, updates, weight_sync; not
 rollout_wait, which wraps the rollout). With one batch in flight ahead of the learners the best possible speed-up
-is ``(gen + learn) / max(gen, learn)``.
+is ``(gen + learn) / max(gen, learn)``; the median over rounds is reported.
 
-Output (stdout): a table, ``sync_wall_s=``, ``async_wall_s=``, ``theoretical_limit=`` and, as the LAST line,
-``overlap_ratio=<sync wall / async wall>``. The numbers are written to ``<out>/overlap.json`` as well.
+Output (stdout): per-run lines (wall, tokens, load before/after), a table of the medians, one
+``round_ratio=`` per round, ``sync_wall_s=`` and ``async_wall_s=`` (medians), ``tokens_sync=`` /
+``tokens_async=`` (per run, medians), ``load_average=``, ``theoretical_limit=`` and, as the LAST line,
+``overlap_ratio=<median over rounds of sync wall / async wall>``. Everything is written to ``<out>/overlap.json``.
 
-    python benchmarks/overlap.py                          # configs/tiny.yaml, 20 steps
-    python benchmarks/overlap.py --steps 10 --prompts-per-step 16 --out runs/overlap --set runtime.num_threads=1
+    python benchmarks/overlap.py                          # configs/tiny.yaml, 20 steps, 3 rounds
+    python benchmarks/overlap.py --steps 10 --rounds 5 --out runs/overlap --set runtime.num_threads=1
     python benchmarks/overlap.py --reduced                # seconds-scale smoke run (test suite)
 
-Pool CPUs are fractional (0.2 + 0.2 + 0.1 + 2 x 0.25 = 1.0 <= 2) so both runs fit a 2-core machine; they only
+Pool CPUs are fractional (0.2 + 0.2 + 0.1 + 2 x 0.25 = 1.0 <= 2) so every run fits a 2-core machine; they only
 reserve Ray resources, every actor runs one torch thread (``runtime.num_threads`` overrides).
 """
 
@@ -33,6 +42,7 @@ import argparse
 import json
 import logging
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -73,7 +83,8 @@ BASE = [
     "runtime.concurrent_updates=false",
 ]
 REDUCED = ["tiny.sft_steps=3", "tiny.hidden_size=64", "tiny.num_layers=1", "runtime.remote_timeout_s=180"]
-REDUCED_STEPS, REDUCED_PROMPTS = 2, 4
+REDUCED_STEPS, REDUCED_PROMPTS, REDUCED_ROUNDS = 2, 4, 2
+AGENT_NAMES = ("conversation", "feedback")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", default=str(ROOT / "configs" / "tiny.yaml"), help="YAML config")
     parser.add_argument("--steps", type=int, default=None, help="training steps per run, all stage 2 (default 20)")
     parser.add_argument("--prompts-per-step", type=int, default=None, help="default: the config's")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="sync + async pairs, order alternating (default 3; --reduced 2)"
+    )
+    parser.add_argument(
+        "--free-lengths",
+        action="store_true",
+        help="let turns end at end-of-turn (default: min_new_tokens = max_new_tokens, every turn full length)",
+    )
     parser.add_argument("--out", default=None, help="work dir (runs in <out>/sync, <out>/async); default a temp dir")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override"
@@ -89,13 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--reduced",
         action="store_true",
         help=f"tiny on-the-fly model (sft 3 steps, hidden 64, 1 layer) built in <out>/cache, {REDUCED_STEPS} steps, "
-        f"{REDUCED_PROMPTS} prompts: a smoke run for the test suite",
+        f"{REDUCED_PROMPTS} prompts, {REDUCED_ROUNDS} rounds: a smoke run for the test suite",
     )
     return parser
 
 
-def overrides(args: argparse.Namespace, max_staleness: int) -> list[str]:
-    """Benchmark settings, then --reduced, --steps, --prompts-per-step, the user's --set; the mode last."""
+def overrides(args: argparse.Namespace, max_staleness: int, forced: dict[str, int] | None = None) -> list[str]:
+    """Benchmark settings, then --reduced, --steps, --prompts-per-step, the user's --set; the forced lengths
+    (``forced``: agent -> max_new_tokens) and the mode last."""
     steps = args.steps if args.steps is not None else (REDUCED_STEPS if args.reduced else 20)
     prompts = (
         args.prompts_per_step if args.prompts_per_step is not None else (REDUCED_PROMPTS if args.reduced else None)
@@ -103,7 +123,24 @@ def overrides(args: argparse.Namespace, max_staleness: int) -> list[str]:
     out = [*BASE, *(REDUCED if args.reduced else []), f"stages.stage2_steps={steps}"]
     if prompts is not None:
         out.append(f"rollout.prompts_per_step={prompts}")
-    return [*out, *args.overrides, f"runtime.max_staleness={max_staleness}"]
+    lengths = [f"agents.{agent}.generation.min_new_tokens={n}" for agent, n in (forced or {}).items()]
+    return [*out, *args.overrides, *lengths, f"runtime.max_staleness={max_staleness}"]
+
+
+def mode_configs(args: argparse.Namespace) -> dict[str, Any]:
+    """The two runs' configs; unless ``--free-lengths``, every turn forced to its agent's ``max_new_tokens``."""
+    from waltz_ray.config import load_config
+
+    forced: dict[str, int] | None = None
+    if not args.free_lengths:
+        probe = load_config(args.config, overrides(args, 0))
+        forced = {a: getattr(probe.agents, a).generation.max_new_tokens for a in AGENT_NAMES}
+    return {name: load_config(args.config, overrides(args, staleness, forced)) for name, staleness in MODES.items()}
+
+
+def round_order(index: int) -> tuple[str, ...]:
+    """Round 0 (the first) runs sync first, round 1 async first, and so on."""
+    return ("sync", "async") if index % 2 == 0 else ("async", "sync")
 
 
 class StepSpans:
@@ -137,6 +174,7 @@ def run_once(config: Any, out: Path) -> dict[str, Any]:
     if len(spans) != len(rows) or not spans:
         raise RuntimeError(f"{out}: {len(spans)} timed steps but {len(rows)} step rows in metrics.jsonl")
     totals: dict[str, float] = {}
+    tokens = {a: sum(float(r.get(f"queue/record_tokens_{a}", 0.0)) for r in rows) for a in AGENT_NAMES}
     for row in rows:
         for key, value in row.items():
             if key.startswith("time/") and isinstance(value, (int, float)):
@@ -146,6 +184,8 @@ def run_once(config: Any, out: Path) -> dict[str, Any]:
         "step_s": [end - start for start, end in spans],
         "steps": len(rows),
         "stage_totals_s": totals,
+        "tokens": tokens,
+        "total_tokens": sum(tokens.values()),
         "dropped_stale": max(float(r.get("queue/dropped_stale", 0.0)) for r in rows),
         "max_staleness_seen": max(
             float(r.get(f"staleness/{a}/max", 0.0)) for r in rows for a in ("conversation", "feedback")
@@ -165,14 +205,16 @@ def theoretical_limit(gen: float, learn: float) -> float:
 
 
 def table(results: dict[str, dict[str, Any]], steps: int, prompts: int, gen: float, learn: float) -> str:
+    """One round's runs (the last round's, printed): walls, per-stage means, the sync run's sides."""
     lines = [
         f"overlap benchmark: {steps} steps x {prompts} prompts (stage 2), one Ray session, same model and seed",
-        f"{'run':<8}{'max_staleness':>14}{'loop wall s':>13}{'s/step':>10}{'dropped stale':>15}{'lag seen':>10}",
+        f"{'run':<8}{'max_staleness':>14}{'loop wall s':>13}{'s/step':>10}{'tokens':>9}{'dropped stale':>15}"
+        f"{'lag seen':>10}",
     ]
     for name, res in results.items():
         lines.append(
             f"{name:<8}{MODES[name]:>14}{res['wall_s']:>13.2f}{res['wall_s'] / res['steps']:>10.3f}"
-            f"{res['dropped_stale']:>15g}{res['max_staleness_seen']:>10g}"
+            f"{res['total_tokens']:>9.0f}{res['dropped_stale']:>15g}{res['max_staleness_seen']:>10g}"
         )
     keys = sorted({k for res in results.values() for k in res["stage_totals_s"]})
     keys = [k for k in ROLLOUT_STAGES if k in keys] + [k for k in keys if k not in ROLLOUT_STAGES]
@@ -191,43 +233,110 @@ def table(results: dict[str, dict[str, Any]], steps: int, prompts: int, gen: flo
     return "\n".join(lines)
 
 
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    rounds = args.rounds if args.rounds is not None else (REDUCED_ROUNDS if args.reduced else 3)
+    if rounds < 1:
+        raise SystemExit("--rounds must be at least 1")
     with tempfile.TemporaryDirectory(prefix="waltz-overlap-") as tmp:
         work = Path(args.out) if args.out else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         if args.reduced:  # set before Ray starts so the workers see it too
             os.environ["WALTZ_RAY_CACHE"] = str(work / "cache")
-        from waltz_ray.config import load_config
         from waltz_ray.runtime.driver import ray_session
         from waltz_ray.worlds.tiny.build import init_tiny
 
-        configs = {name: load_config(args.config, overrides(args, staleness)) for name, staleness in MODES.items()}
+        configs = mode_configs(args)
         sync_cfg = configs["sync"]
-        if any(getattr(sync_cfg.agents, a).model_path.startswith("tiny://") for a in ("conversation", "feedback")):
-            init_tiny(sync_cfg)  # build (or reuse) once, outside the timed region; both runs share it
-        results: dict[str, dict[str, Any]] = {}
+        if any(getattr(sync_cfg.agents, a).model_path.startswith("tiny://") for a in AGENT_NAMES):
+            init_tiny(sync_cfg)  # build (or reuse) once, outside the timed region; every run shares it
+        per_round: list[dict[str, Any]] = []
         with ray_session():
-            for name, config in configs.items():
-                results[name] = run_once(config, work / name)
+            for r in range(rounds):
+                order = round_order(r)
+                runs: dict[str, dict[str, Any]] = {}
+                for name in order:
+                    before = load()
+                    res = run_once(configs[name], work / f"round{r}" / name)
+                    res["load_before"], res["load_after"] = before, load()
+                    runs[name] = res
+                    print(
+                        f"round {r} {name}: wall {res['wall_s']:.3f} s, tokens {res['total_tokens']:.0f}, "
+                        f"load {' '.join(map(str, before))} -> {' '.join(map(str, res['load_after']))}",
+                        flush=True,
+                    )
+                gen, learn = split_sides(runs["sync"]["stage_totals_s"])
+                per_round.append(
+                    {
+                        "round": r,
+                        "order": list(order),
+                        "runs": {name: runs[name] for name in MODES},
+                        "generation_side_s": gen,
+                        "learner_side_s": learn,
+                        "theoretical_limit": theoretical_limit(gen, learn),
+                        "ratio": runs["sync"]["wall_s"] / runs["async"]["wall_s"],
+                    }
+                )
         # printed after the Ray session ends, so no forwarded worker log can follow the last line
-        gen, learn = split_sides(results["sync"]["stage_totals_s"])
-        limit = theoretical_limit(gen, learn)
-        ratio = results["sync"]["wall_s"] / results["async"]["wall_s"]
+
+        def median(values: Sequence[float]) -> float:
+            return float(statistics.median(values))
+
+        ratios = [row["ratio"] for row in per_round]
+        walls = {name: median([row["runs"][name]["wall_s"] for row in per_round]) for name in MODES}
+        tokens = {name: median([row["runs"][name]["total_tokens"] for row in per_round]) for name in MODES}
+        gen = median([row["generation_side_s"] for row in per_round])
+        learn = median([row["learner_side_s"] for row in per_round])
+        limit = median([row["theoretical_limit"] for row in per_round])
+        ratio = median(ratios)
+        loads = [
+            x
+            for row in per_round
+            for res in row["runs"].values()
+            for x in (res["load_before"][0], res["load_after"][0])
+        ]
         summary = {
             "steps": sync_cfg.stages.stage2_steps,
             "prompts_per_step": sync_cfg.rollout.prompts_per_step,
+            "rounds": rounds,
+            "forced_lengths": not args.free_lengths,
+            "max_new_tokens": {a: getattr(sync_cfg.agents, a).generation.max_new_tokens for a in AGENT_NAMES},
+            "min_new_tokens": {a: getattr(sync_cfg.agents, a).generation.min_new_tokens for a in AGENT_NAMES},
+            "cpus": os.cpu_count(),
+            "load_1min_min_max": [min(loads), max(loads)],
+            "wall_s_median": walls,
+            "tokens_median": tokens,
             "generation_side_s": gen,
             "learner_side_s": learn,
             "theoretical_limit": limit,
+            "round_ratios": ratios,
             "overlap_ratio": ratio,
-            "runs": results,
+            "per_round": per_round,
         }
         (work / "overlap.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
-        print(table(results, sync_cfg.stages.stage2_steps, sync_cfg.rollout.prompts_per_step, gen, learn))
-        print(f"sync_wall_s={results['sync']['wall_s']:.3f}")
-        print(f"async_wall_s={results['async']['wall_s']:.3f}")
+        last = per_round[-1]
+        print(
+            table(
+                last["runs"],
+                sync_cfg.stages.stage2_steps,
+                sync_cfg.rollout.prompts_per_step,
+                last["generation_side_s"],
+                last["learner_side_s"],
+            )
+        )
+        print(f"(table: round {last['round']}; below: medians over {rounds} rounds)")
+        for row in per_round:
+            print(f"round_ratio={row['ratio']:.3f} (round {row['round']}, {' first, '.join(row['order'])} second)")
+        print(f"sync_wall_s={walls['sync']:.3f}")
+        print(f"async_wall_s={walls['async']:.3f}")
+        print(f"tokens_sync={tokens['sync']:.0f}")
+        print(f"tokens_async={tokens['async']:.0f}")
+        print(f"load_average={min(loads):.2f}..{max(loads):.2f} (1-min, before/after each run) cpus={os.cpu_count()}")
         print(f"theoretical_limit={limit:.3f}")
         print(f"overlap_ratio={ratio:.3f}", flush=True)
     return 0

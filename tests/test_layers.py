@@ -1,7 +1,7 @@
 """The package's import structure: no cycles, and every module imports only from its own layer or those below it.
 
 Layers, bottom to top (a module may import its own layer and anything below):
-core (pure) <- support (config, data, checkpoint, tracking, curves) <- engines <- rollout <- worlds <- factory
+core (pure) <- support (config, data, checkpoint, tracking, curves, memory) <- engines <- rollout <- worlds <- factory
 <- trainer <- runtime <- serve / eval <- cli. Function-level (lazy) and ``TYPE_CHECKING`` imports count: a lazy
 import that goes upwards is still a dependency upwards.
 """
@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "waltz_ray"
 
 LAYERS: list[tuple[str, ...]] = [
     ("types", "core"),
-    ("config", "data", "checkpoint", "tracking", "curves"),
+    ("config", "data", "checkpoint", "tracking", "curves", "memory"),
     ("engines",),
     ("rollout",),
     ("worlds",),

@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_reduced(script: str, out: Path, **env: str) -> list[str]:
+def run_reduced(script: str, out: Path, timeout_s: float = 300, **env: str) -> list[str]:
     """Run ``benchmarks/<script> --reduced --out <out>`` (extra environment variables from ``env``); its non-empty
     stdout lines, after checking that it exited 0."""
     proc = subprocess.run(
@@ -24,7 +24,7 @@ def run_reduced(script: str, out: Path, **env: str) -> list[str]:
         env=dict(os.environ, **env),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout_s,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
@@ -32,26 +32,43 @@ def run_reduced(script: str, out: Path, **env: str) -> list[str]:
 
 @pytest.mark.ray
 @pytest.mark.slow
-@pytest.mark.timeout(360)
+@pytest.mark.timeout(900)
 def test_overlap_benchmark_runs_reduced(tmp_path: Path) -> None:
-    """Sync and async Ray runs in one invocation on a tiny model built on the fly; the last stdout line is the
-    ratio of their wall times and the theoretical limit is printed before it."""
+    """Two rounds of sync and async Ray runs (order alternating) in one invocation on a tiny model built on the
+    fly, every turn forced to full length: both modes generate the same tokens, the load is recorded, the last
+    stdout line is the median of the rounds' wall-time ratios and the theoretical limit is printed before it."""
     out = tmp_path / "overlap"
-    lines = run_reduced("overlap.py", out)
+    lines = run_reduced("overlap.py", out, timeout_s=840)  # four Ray runs, each starting its pools
     last = re.fullmatch(r"overlap_ratio=([0-9.]+(?:[eE][+-]?\d+)?)", lines[-1])
     assert last is not None, lines[-5:]
     assert float(last.group(1)) > 0
     limits = [m for m in (re.fullmatch(r"theoretical_limit=([0-9.]+)", line) for line in lines[:-1]) if m]
     assert len(limits) == 1, lines[-5:]
     assert float(limits[0].group(1)) >= 1.0
+    assert sum(line.startswith("round_ratio=") for line in lines) == 2
+    assert any(re.fullmatch(r"load_average=[0-9.]+\.\.[0-9.]+ .* cpus=\d+", line) for line in lines), lines[-8:]
     summary = json.loads((out / "overlap.json").read_text())
-    assert summary["steps"] == 2 and summary["prompts_per_step"] == 4
-    assert summary["runs"]["sync"]["steps"] == summary["runs"]["async"]["steps"] == 2
-    assert summary["runs"]["sync"]["max_staleness_seen"] == 0.0
+    assert summary["steps"] == 2 and summary["prompts_per_step"] == 4 and summary["rounds"] == 2
+    assert summary["forced_lengths"] and summary["min_new_tokens"] == summary["max_new_tokens"]
+    rounds = summary["per_round"]
+    assert [r["order"] for r in rounds] == [["sync", "async"], ["async", "sync"]]
+    # forced lengths: every c0 and feedback turn is full length (a revision, if the feedback asks for one, adds a
+    # full-length turn too), and the synchronous runs, same seed and weights, generated the same tokens
+    floor = 2 * 4 * sum(summary["max_new_tokens"].values())
+    assert all(r["runs"][mode]["total_tokens"] >= floor for r in rounds for mode in ("sync", "async")), rounds
+    assert len({r["runs"]["sync"]["total_tokens"] for r in rounds}) == 1, rounds
+    for r in rounds:
+        sync = r["runs"]["sync"]
+        assert sync["steps"] == r["runs"]["async"]["steps"] == 2
+        assert sync["max_staleness_seen"] == 0.0
+        assert r["ratio"] == pytest.approx(sync["wall_s"] / r["runs"]["async"]["wall_s"])
+        assert all(len(r["runs"][m]["load_before"]) == 3 for m in ("sync", "async"))
+        # the two sides are disjoint parts of the synchronous loop: together they cannot exceed its wall time
+        assert 0 < r["generation_side_s"] + r["learner_side_s"] <= sync["wall_s"] * 1.001, r
     assert summary["overlap_ratio"] == pytest.approx(float(last.group(1)), abs=1e-3)
-    # the two sides are disjoint parts of the synchronous loop: together they cannot exceed its wall time
-    sides = summary["generation_side_s"] + summary["learner_side_s"]
-    assert 0 < sides <= summary["runs"]["sync"]["wall_s"] * 1.001, summary
+    assert summary["overlap_ratio"] == pytest.approx(
+        sorted(summary["round_ratios"])[0] / 2 + sorted(summary["round_ratios"])[1] / 2
+    )
 
 
 def _fake_run(run: Path, before: float, after: float) -> None:
@@ -92,8 +109,8 @@ def test_seed_table_reads_finished_runs(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(360)
 def test_generation_benchmark_runs_reduced(tmp_path: Path) -> None:
-    """HF and vLLM generate the same batch in one invocation; tokens are counted for both and the last stdout line
-    is the ratio of their tokens/s."""
+    """HF and vLLM reload the same weights and generate the same batch at a forced length in one invocation;
+    start-up and reload are timed, and the last stdout line is the ratio of their step times (reload + generate)."""
     pytest.importorskip("transformers")
     if importlib.util.find_spec("vllm") is None:
         pytest.skip("vLLM is not installed (pip install 'waltz-ray[cpu]')")
@@ -101,17 +118,22 @@ def test_generation_benchmark_runs_reduced(tmp_path: Path) -> None:
     lines = run_reduced("generation.py", out, OMP_NUM_THREADS="2")
     last = re.fullmatch(r"vllm_over_hf=([0-9.]+(?:[eE][+-]?\d+)?)", lines[-1])
     assert last is not None, lines[-5:]
+    assert {m.group(1) for m in (re.fullmatch(r"startup_s_(\w+)=[0-9.]+", line) for line in lines) if m} == {
+        "hf",
+        "vllm",
+    }
     summary = json.loads((out / "generation.json").read_text())
-    assert summary["batch"] == 8 and summary["rounds"] == 2 and summary["max_new_tokens"] == 16
+    assert (summary["batch"], summary["rounds"], summary["lengths"], summary["threads"]) == (8, 1, [8], [1])
+    assert summary["ratio_setting"] == {"threads": 1, "tokens": 8}
+    assert all(summary["startup_s"][e] > 0 for e in ("hf", "vllm"))
     for engine in ("hf", "vllm"):
-        # every round generated at least one token per prompt and at most max_new_tokens
-        assert 2 * 8 <= summary["totals"][engine]["tokens"] <= 2 * 8 * 16
-        assert summary["totals"][engine]["seconds"] > 0
-    rates = summary["tokens_per_s"]
-    assert summary["vllm_over_hf_totals"] == pytest.approx(rates["vllm"] / rates["hf"])
-    assert (
-        float(last.group(1)) == pytest.approx(summary["vllm_over_hf"], abs=1e-3) and len(summary["paired_ratios"]) == 2
-    )
+        m = summary["medians"][f"{engine}/threads1/tokens8"]
+        assert m["tokens"] == 8 * 8  # forced length: every completion is exactly 8 tokens
+        assert m["reload_s"] > 0 and m["generate_s"] > 0
+        assert m["step_s"] == pytest.approx(m["reload_s"] + m["generate_s"])
+    hf, vllm = summary["medians"]["hf/threads1/tokens8"], summary["medians"]["vllm/threads1/tokens8"]
+    assert summary["vllm_over_hf"] == pytest.approx(hf["step_s"] / vllm["step_s"])
+    assert float(last.group(1)) == pytest.approx(summary["vllm_over_hf"], abs=1e-3)
 
 
 @pytest.mark.ray

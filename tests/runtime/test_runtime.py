@@ -402,6 +402,12 @@ def test_asynchronous_ray_run_bounds_staleness(ray_session: Any, tiny_env: Path,
     assert all(0.0 < r["feedback/offpolicy_is_weight_mean"] <= 2.0 for r in lagged)
     assert all("feedback/offpolicy_token_fraction" not in r for r in steps if r["staleness/feedback/max"] == 0.0)
     assert (tmp_path / "ray" / "checkpoints/final/feedback/config.json").is_file()
+    # every actor's peak RSS, logged by the run (an actor's answer is never waited for: it may lag a step)
+    assert all(r["memory/driver_peak_rss_mb"] > 0 for r in steps)
+    memory = {k for r in steps for k in r if k.startswith("memory/")}
+    pools = [f"{a}_{p}" for a in ("conversation", "feedback") for p in ("generation", "learner", "reference")]
+    assert {f"memory/{p}[0]_peak_rss_mb" for p in [*pools, "judge"]} | {"memory/rollout_peak_rss_mb"} <= memory
+    assert all(r[k] > 0 for r in steps for k in memory if k in r)
 
 
 def test_cli_trains_with_the_ray_runtime(ray_session: Any, tiny_env: Path, tmp_path: Path) -> None:

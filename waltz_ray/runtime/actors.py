@@ -1,5 +1,8 @@
 """Plain classes that live inside Ray actors: generation, judge, learner and rollout hosts.
 
+Every host answers ``memory()`` (its process's peak and current RSS, ``waltz_ray.memory``), which the driver logs
+as ``memory/<pool label>_peak_rss_mb`` (``runtime.memory.MemoryProbe``).
+
 Nothing here is decorated: ``topology.build_topology`` wraps them with ``ray.remote(num_cpus=..., num_gpus=...)``.
 Each host builds its engine from a checkpoint path inside the actor, so no model ever travels by value.
 """
@@ -14,6 +17,7 @@ from waltz_ray.config import AlgorithmConfig, LearnerConfig, WaltzConfig
 from waltz_ray.engines.deepspeed_learner import LearnerWorker
 from waltz_ray.engines.distributed import free_port
 from waltz_ray.engines.learner import LearnerHost
+from waltz_ray.memory import ReportsMemory
 from waltz_ray.rollout import RolloutSettings, StageTimer, run_episodes
 from waltz_ray.runtime.nccl import NCCL_EXTENSION, Bucket, NCCLSender
 from waltz_ray.runtime.proxies import StaleWeightsError
@@ -34,7 +38,7 @@ def node_address() -> tuple[str, int]:
     return ray.util.get_node_ip_address(), free_port()  # type: ignore[no-untyped-call]
 
 
-class GeneratorHost:
+class GeneratorHost(ReportsMemory):
     """One generation actor: ``HFGenerator`` or ``VLLMGenerator`` by the agent's ``engine``."""
 
     def __init__(
@@ -105,7 +109,7 @@ class GeneratorHost:
         return policy_version
 
 
-class JudgeHost:
+class JudgeHost(ReportsMemory):
     """One judge actor: the configured judge (rule, local LLM or HTTP) built inside the actor."""
 
     def __init__(self, config: WaltzConfig, *, num_cpus: float = 1.0) -> None:
@@ -121,7 +125,7 @@ class JudgeHost:
         return self.judge_impl.judge(prompts, responses, labels)  # type: ignore[no-any-return]
 
 
-class ReferenceHost:
+class ReferenceHost(ReportsMemory):
     """One reference-scoring actor (``runtime.reference_on: rollout``): the agent's frozen reference model."""
 
     def __init__(
@@ -148,7 +152,7 @@ class ReferenceHost:
         return self.scorer.score(completions)
 
 
-class LearnerSender:
+class LearnerSender(ReportsMemory):
     """What a learner actor adds to its ``LearnerHost``: its node's rendezvous address and the sending end of the
     NCCL weight sync (rank 0)."""
 
@@ -211,7 +215,7 @@ class RolloutSummary:
     seconds: dict[str, float]
 
 
-class RolloutHost:
+class RolloutHost(ReportsMemory):
     """The producer: plays episode batches against the pools' proxies (``run_episodes``, the same code as inline).
 
     ``run`` is called with ``num_returns=2``: a ``RolloutSummary`` for the queue and the episodes, which stay in the

@@ -7,8 +7,8 @@
 - ``PoolWeightSync``: pushes each updated learner group's weights to its generation pool and brings restarted
   generation actors back to the current weights.
 
-The output contract is the inline one; metrics add queue/, staleness/, faults/, time/weight_sync and
-time/rollout_wait.
+The output contract is the inline one; metrics add queue/, staleness/, faults/, time/weight_sync,
+time/rollout_wait and every actor's peak RSS (memory/<pool label>_peak_rss_mb, ``runtime.memory``).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from waltz_ray.config import WaltzConfig
 from waltz_ray.engines.hf import load_tokenizer
 from waltz_ray.factory import Agent
 from waltz_ray.rollout import StageTimer
+from waltz_ray.runtime.memory import MemoryProbe
 from waltz_ray.runtime.producer import RolloutProducer
 from waltz_ray.runtime.proxies import (
     GeneratorFault,
@@ -153,6 +154,7 @@ class RayRollout:
         self.producer.relaunches = counters.get("rollout_relaunches", 0)
         self.duplicate_episodes = 0
         self.seen_episodes: set[str] = set()
+        self.memory = MemoryProbe(topology)  # never waits: an actor's answer is logged the step it arrives
 
     def plan(self, launch: int) -> PlannedBatch:
         """The planned batch, plus the policy version every generator must hold to take its work."""
@@ -171,6 +173,7 @@ class RayRollout:
         metrics["time/rollout_wait"] = time.perf_counter() - start
         metrics["faults/rollout_relaunches"] = float(self.producer.relaunches)
         metrics["faults/duplicate_episodes"] = float(self.duplicate_episodes)
+        metrics.update(self.memory.metrics())
         lags = record.lags(learner_versions)
         histograms = {f"staleness/{agent}/lag": [float(x) for x in v] for agent, v in lags.items()}
         return RolloutBatch(episodes, record.launch, dict(record.seconds), metrics, histograms)

@@ -23,6 +23,7 @@ from waltz_ray.factory import (
     reference_paths,
     rollout_settings,
 )
+from waltz_ray.memory import peak_rss_mb
 from waltz_ray.rollout import StageTimer, run_episodes
 from waltz_ray.trainer.batches import BatchPlanner
 from waltz_ray.trainer.loop import StepHook, Trainer
@@ -71,7 +72,7 @@ class InlineRollout:
         episodes = run_episodes(
             prompts, conv.generator, fb.generator, self.judge, settings, ids, timer, references=self.references
         )
-        return RolloutBatch(episodes, launch, dict(timer.seconds))
+        return RolloutBatch(episodes, launch, dict(timer.seconds), {"memory/driver_peak_rss_mb": peak_rss_mb()})
 
     def evaluate(self, prompts: Sequence[Prompt]) -> list[Episode]:
         ids = [f"eval-{i}" for i in range(len(prompts))]
