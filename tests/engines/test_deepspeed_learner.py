@@ -193,6 +193,7 @@ def world1_main(model_dir: str, ckpt_dir: str, out_json: str) -> None:
     Path(out_json).write_text(json.dumps(results, indent=1))
 
 
+@pytest.mark.slow  # four DeepSpeed engines in a subprocess: about 15-20 s here, the longest test of make fast-test
 def test_world1_zero_stages_match_torch_and_checkpoints_round_trip(model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "world1.json"
     code = (
