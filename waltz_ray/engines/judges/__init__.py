@@ -12,7 +12,9 @@ from waltz_ray.engines.judges.llm import (
     build_judge_chat,
     parse_judge_output,
 )
-from waltz_ray.engines.judges.refusal import REFUSAL_RULES, REFUSAL_TEXT, RefusalMatch, RefusalRule, detect_refusal
+from waltz_ray.engines.judges.refusal import REFUSAL_TEXT, RefusalMatch, detect_refusal
+from waltz_ray.engines.judges.refusal_rules import REFUSAL_RULES
+from waltz_ray.engines.judges.refusal_vocab import RefusalRule
 from waltz_ray.engines.judges.rule import RuleJudge
 
 __all__ = [
