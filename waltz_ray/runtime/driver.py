@@ -27,8 +27,8 @@ import torch
 from waltz_ray.checkpoint import ResumePoint
 from waltz_ray.config import WaltzConfig
 from waltz_ray.engines.hf import load_tokenizer
-from waltz_ray.factory import Agent
-from waltz_ray.rollout import StageTimer
+from waltz_ray.factory import Agent, rollout_settings
+from waltz_ray.rollout import StageTimer, run_episodes
 from waltz_ray.runtime.memory import MemoryProbe
 from waltz_ray.runtime.producer import RolloutProducer
 from waltz_ray.runtime.proxies import (
@@ -187,9 +187,6 @@ class RayRollout:
     def evaluate(self, prompts: Sequence[Prompt]) -> list[Episode]:
         """The inline evaluation through the generation pools; a generation fault during it (an actor restarting,
         or back with stale weights) refreshes the pools and evaluates again (greedy: the same result)."""
-        from waltz_ray.factory import rollout_settings
-        from waltz_ray.rollout import run_episodes
-
         for agent in self.agents.values():  # a restarted actor must not evaluate with older weights
             agent.generator.min_version = agent.generator.policy_version  # type: ignore[attr-defined]
         ids = [f"eval-{i}" for i in range(len(prompts))]
