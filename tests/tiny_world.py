@@ -18,6 +18,10 @@ TINY = [
     "data.eval_limit=8",
     "logging.wandb_mode=disabled",
     "logging.progress=false",
+    # the synchronous run, the exactness reference (equal to inline, deterministic for a seed); the shipped default
+    # (configs/tiny.yaml: max_staleness 1, reference on the rollout side) is tested where a test sets it back
+    "runtime.max_staleness=0",
+    "runtime.reference_on=learner",
     "runtime.num_threads=1",  # the actors and the inline process then use the same torch kernels
     "runtime.remote_timeout_s=180",
     "runtime.conversation_pool.num_cpus=0.2",

@@ -106,11 +106,13 @@ def test_budget_check_names_every_pool() -> None:
         "conversation_generation",
         "feedback_generation",
         "judge",
+        "conversation_reference",
+        "feedback_reference",
         "conversation_learner",
         "feedback_learner",
     ]
-    check_resources(specs, {"CPU": 2.0})  # 0.25 + 0.25 + 0.1 + 0.5 + 0.5 = 1.6
-    with pytest.raises(ResourceBudgetError, match=r"1\.6 CPU in total but the cluster has 1\.5") as err:
+    check_resources(specs, {"CPU": 2.0})  # 0.25 + 0.25 + 0.1 + 0.1 + 0.1 + 0.5 + 0.5 = 1.8
+    with pytest.raises(ResourceBudgetError, match=r"1\.8 CPU in total but the cluster has 1\.5") as err:
         check_resources(specs, {"CPU": 1.5})
     assert "feedback_learner: 1 x {'CPU': 0.5}" in str(err.value)
     gpu = load_config(

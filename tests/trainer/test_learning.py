@@ -1,7 +1,8 @@
 """End to end on the embedded world: `waltz-ray train` on a shortened tiny config measurably improves the pair.
 
-It runs the default runtime of configs/tiny.yaml (local Ray, synchronous), so it is also the check that the default
-meets the learning bar. Slow (about 3 minutes on 2 cores, plus the one-time tiny build).
+It runs the default runtime of configs/tiny.yaml (local Ray, asynchronous: one batch generated ahead while the
+learners update, reference scored on the rollout side), so it is also the check that the default meets the learning
+bar. Slow (about 3 minutes on 2 cores, plus the one-time tiny build).
 """
 
 from __future__ import annotations
@@ -32,7 +33,15 @@ def test_tiny_run_improves_the_pair(tmp_path: Path) -> None:
         assert (out / name).is_file(), name
     for key in ("asr", "orr", "ftr", "feedback_format_rate", "label_accuracy", "n_harmful", "n_benign"):
         assert key in initial and key in final
-    assert all("queue/capacity" in r for r in rows if "rollout/label_accuracy" in r), "not the Ray runtime"
+    steps = [r for r in rows if "rollout/label_accuracy" in r]
+    assert all("queue/capacity" in r for r in steps), "not the Ray runtime"
+    # asynchronous: a batch was in flight while the learners updated, samples one version behind were learned (and
+    # reweighted), never more than the bound
+    assert all(r["queue/capacity"] == 2.0 for r in steps)
+    assert sum(r["queue/in_flight"] for r in steps) >= len(steps) - 1
+    lagged = [r for r in steps if max(r.get(f"staleness/{a}/max", 0.0) for a in ("conversation", "feedback")) == 1.0]
+    assert lagged and all(r[f"staleness/{a}/max"] <= 1.0 for r in steps for a in ("conversation", "feedback"))
+    assert any(r.get("feedback/offpolicy_token_fraction", 0.0) > 0 for r in lagged)
 
     # the margins hold over seeds 0-2 with room to spare (README: the seed table)
     assert final["asr"] <= initial["asr"] - 0.15, (initial["asr"], final["asr"])
