@@ -57,7 +57,8 @@ def test_tiny_yaml_loads_with_its_values():
     assert config.learner.lr == pytest.approx(1e-4)
     assert config.stages.stage1_steps == 40
     assert config.reward.label_weight_stage2 == pytest.approx(0.2)
-    assert config.runtime.mode == "ray" and config.runtime.max_staleness == 1 and config.runtime.reference_on == "rollout"
+    assert config.runtime.mode == "ray" and config.runtime.max_staleness == 1
+    assert config.runtime.reference_on == "rollout"
     assert config.algorithm.off_policy_correction == "truncated_is"
     # fields the file leaves out keep their defaults
     assert config.checkpoint.keep_last == WaltzConfig().checkpoint.keep_last

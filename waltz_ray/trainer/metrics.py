@@ -38,6 +38,15 @@ def generated_tokens(episodes: list[Episode]) -> dict[str, float]:
     }
 
 
+# The rollout's timed stages (run by the rollout actor on Ray, before the learners in the inline runtime).
+ROLLOUT_STAGES = (
+    "conversation_generation",
+    "feedback_generation",
+    "revision_generation",
+    "judge",
+    "reference_logprobs",
+)
+
 # Which timed stages keep each pool busy (the inline runtime has the same names, one process standing in for all).
 POOL_STAGES = {
     "conversation_generation": ("conversation_generation", "revision_generation"),
@@ -54,8 +63,11 @@ def pipeline_metrics(metrics: dict[str, Any], wall_s: float) -> dict[str, float]
 
     ``pool/<name>_idle_fraction`` = 1 - (the pool's stage seconds) / (step wall seconds). With ``max_staleness`` > 0
     the rollout stages were timed on the batch produced while the previous step learned, so this is a per-step
-    estimate; its mean over a run is the pool's idle share. ``judge/latency_s`` is the judge stage of the step (one
-    batched call per rollout), ``judge/latency_s_per_response`` that divided by the responses judged."""
+    estimate; its mean over a run is the pool's idle share. ``time/rollout_overlapped`` (Ray runtime): the seconds
+    of this batch's rollout stages the step did not wait for, i.e. hidden behind the previous step's learning
+    (rollout stages minus ``time/rollout_wait``, at least 0; about 0 when synchronous), and
+    ``time/rollout_overlapped_fraction`` that over the rollout stages. ``judge/latency_s`` is the judge stage of the
+    step (one batched call per rollout), ``judge/latency_s_per_response`` that divided by the responses judged."""
     wall = max(wall_s, 1e-9)
     out = {"time/step_wall": wall_s}
     conv, fb = metrics.get("tokens/conversation_generated", 0.0), metrics.get("tokens/feedback_generated", 0.0)
@@ -66,6 +78,11 @@ def pipeline_metrics(metrics: dict[str, Any], wall_s: float) -> dict[str, float]
         timed = [metrics[f"time/{s}"] for s in stages if f"time/{s}" in metrics]
         if timed:
             out[f"pool/{pool}_idle_fraction"] = max(0.0, 1.0 - sum(timed) / wall)
+    if "time/rollout_wait" in metrics:
+        rollout = sum(metrics.get(f"time/{s}", 0.0) for s in ROLLOUT_STAGES)
+        hidden = max(0.0, rollout - metrics["time/rollout_wait"])
+        out["time/rollout_overlapped"] = hidden
+        out["time/rollout_overlapped_fraction"] = hidden / rollout if rollout > 0 else 0.0
     if "time/judge" in metrics:
         judged = metrics.get("judge/n_responses", 0.0)
         out["judge/latency_s"] = metrics["time/judge"]
