@@ -201,3 +201,22 @@ def test_group_estimators_group_each_prompts_samples() -> None:
     assert prompt_groups(ids, 2) == [0, 0, 1, 1, 2, 2]
     assert prompt_groups(ids, 3) == [0, 0, 0, 1, 1, 1]
     assert prompt_groups(["3-0", "3-1", "4-0", "4-1"], 2) == [0, 0, 1, 1]  # launches never share a group
+
+
+def test_memory_report_takes_each_actors_largest_peak(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [
+        {"step": 1, "memory/driver_peak_rss_mb": 500.0, "memory/judge[0]_peak_rss_mb": 300.0, "loss": 1.0},
+        {"step": 2, "memory/driver_peak_rss_mb": 650.0},  # the judge's answer did not arrive this step
+        {"step": 3, "memory/driver_peak_rss_mb": 640.0, "memory/judge[0]_peak_rss_mb": 310.0},
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "memory.py"), str(run), "--json", str(tmp_path / "m.json")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "m.json").read_text()) == {str(run): {"driver": 650.0, "judge[0]": 310.0}}
+    assert "| **sum of peaks** | **960** |" in proc.stdout
+    # a directory without metrics is one clear line, not a traceback
+    bad = subprocess.run([*cmd[:2], str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "no metrics.jsonl" in bad.stderr
