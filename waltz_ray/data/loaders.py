@@ -277,7 +277,8 @@ def _labels(
     if fixed is None:
         raise ValueError(
             f"{where}: cannot tell the prompt labels (no label column among {columns}); "
-            "pass label='harmful'|'benign'|'general', label_column=..., or benchmark=..."
+            "label the whole source (label='harmful'|'benign'|'general'), name its label column (label_column=...), "
+            "or name its benchmark (benchmark=...)"
         )
     return [fixed] * n
 

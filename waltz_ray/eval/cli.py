@@ -43,6 +43,29 @@ def add_eval_parser(sub: Any, config_args: Callable[[argparse.ArgumentParser], N
         help="prompts (repeatable): builtin:eval, a local CSV/JSONL/Parquet file or a hub id, through the "
         "benchmark loaders; default: the config's eval split with its eval_limit",
     )
+    p.add_argument(
+        "--data-label",
+        action="append",
+        default=[],
+        metavar="[NAME=]LABEL",
+        help="label every prompt of the --data source NAME (without NAME=: of every --data source) harmful, benign or "
+        "general: for a file with no label column, e.g. --data mine=prompts.csv --data-label mine=benign",
+    )
+    p.add_argument(
+        "--text-column",
+        action="append",
+        default=[],
+        metavar="[NAME=]COLUMN",
+        help="the prompt column of the --data source NAME (or of every source), when it is not a known benchmark's",
+    )
+    p.add_argument(
+        "--label-column",
+        action="append",
+        default=[],
+        metavar="[NAME=]COLUMN",
+        help="the label column of the --data source NAME (or of every source); values harmful/unsafe/1 or "
+        "benign/safe/0 (docs/evaluation.md)",
+    )
     p.add_argument("--limit", type=int, help="at most N prompts per --data source (a seeded sample)")
     p.add_argument("--run", help="a WaltzRL training run: its checkpoints/final pair and (without --config) its config")
     p.add_argument("--conversation", help="WaltzRL conversation checkpoint (instead of --run)")
@@ -114,8 +137,18 @@ def run_eval(config: WaltzConfig, args: argparse.Namespace) -> int:
         notes["single-model RL"] = f"conversation agent of {args.single_run} ({_mode(args.single_run)})"
     if args.run:
         notes["WaltzRL"] = f"final pair of {args.run}"
+    try:
+        per_source = {
+            "label": per_source_options(args.data_label, "--data-label"),
+            "text_column": per_source_options(args.text_column, "--text-column"),
+            "label_column": per_source_options(args.label_column, "--label-column"),
+        }
+        datasets = load_datasets(config, args.data, args.limit, per_source)
+    except (OSError, ValueError) as exc:
+        print(f"waltz-ray eval: {exc}", file=sys.stderr)
+        return 2
     options = EvalOptions(
-        datasets=load_datasets(config, args.data, args.limit),
+        datasets=datasets,
         waltz_conversation=conversation,
         waltz_feedback=feedback,
         single_conversation=single,
@@ -178,22 +211,63 @@ def _run_refusal_agreement(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_datasets(config: WaltzConfig, sources: Sequence[str], limit: int | None) -> list[Dataset]:
+def per_source_options(items: Sequence[str], flag: str) -> dict[str, str]:
+    """``[NAME=]VALUE`` items of a per-source flag -> {NAME: VALUE}; an item without ``NAME=`` is keyed ``""``
+    (every source). The same name twice is an error naming the flag."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        key = name if sep else ""
+        if not value:
+            raise ValueError(f"{flag} {item!r}: no value after '='")
+        if key in out:
+            raise ValueError(f"{flag} given twice for {'source ' + repr(key) if key else 'every source'}")
+        out[key] = value
+    return out
+
+
+def load_datasets(
+    config: WaltzConfig,
+    sources: Sequence[str],
+    limit: int | None,
+    per_source: dict[str, dict[str, str]] | None = None,
+) -> list[Dataset]:
     """``NAME=SOURCE`` or ``SOURCE`` items through ``datasets.load_prompts``; none given: the run's own eval split
-    with its ``data.eval_limit`` and seed (the prompts ``eval_initial.json`` / ``eval_final.json`` were scored on)."""
+    with its ``data.eval_limit`` and seed (the prompts ``eval_initial.json`` / ``eval_final.json`` were scored on).
+    ``per_source``: option (``label``, ``text_column``, ``label_column``) -> {source NAME or "" for all: value}
+    (``per_source_options``); a NAME that names no ``--data`` source is an error."""
     from waltz_ray.data.loaders import load_prompts
     from waltz_ray.eval.runner import Dataset
 
+    per_source = per_source or {}
     if not sources:
+        if any(per_source.values()):
+            raise ValueError("--data-label / --text-column / --label-column apply to --data sources; none was given")
         data = config.data
         prompts = load_prompts(data.eval, benchmark=data.benchmark, limit=data.eval_limit, seed=config.seed)
         return [Dataset(data.eval, data.eval, prompts)]
-    out = []
+    named = []
     for item in sources:
         name, sep, source = item.partition("=")
         if not sep or Path(item).exists():
             name, source = item, item
-        out.append(Dataset(name, source, load_prompts(source, limit=limit, seed=config.seed)))
+        named.append((name, source))
+    names = {name for name, _ in named}
+    for option, values in per_source.items():
+        unknown = sorted(set(values) - names - {""})
+        if unknown:
+            raise ValueError(f"{option} names {unknown}, which is no --data source; the sources are {sorted(names)}")
+    out = []
+    for name, source in named:
+        options = {k: v.get(name, v.get("")) for k, v in per_source.items()}
+        try:
+            prompts = load_prompts(source, limit=limit, seed=config.seed, **options)
+        except (OSError, ValueError) as exc:
+            hint = ""
+            if "cannot tell the prompt labels" in str(exc):
+                hint = f" (label the whole file: --data-label {name}=benign|harmful|general; or --label-column)"
+            raise ValueError(f"--data {name}: {exc}{hint}") from None
+        out.append(Dataset(name, source, prompts))
     return out
 
 
