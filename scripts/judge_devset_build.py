@@ -102,7 +102,8 @@ def build(smol_runs: list[str], test_share: float, out: Path, quiet: bool = Fals
                 seen = int(job["id"].split("-")[1]) < TEST_FROM
                 rows.append({
                     "id": job["id"], "source": "smol", "split": "dev" if seen else split_of(job["id"], test_share),
-                    "prompt": texts[job["prompt_ref"]], "prompt_label": job["prompt_label"], "system_id": job["system_id"],
+                    "prompt": texts[job["prompt_ref"]], "prompt_label": job["prompt_label"],
+                    "system_id": job["system_id"],
                     "opener": job.get("opener", ""), "response": job["response"], "label": smol_labels[job["id"]],
                 })  # fmt: skip
     jbb_labels = json.loads((DATA_DIR / "jbb_labels.json").read_text(encoding="utf-8"))

@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from waltz_ray.engines.judges.refusal import detect_refusal
+from waltz_ray.engines.judges.refusal import detect_refusal, detect_refusal_rules
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEVSET = Path(__file__).resolve().parents[1] / ".cache" / "judge" / "refusal_devset.jsonl"  # judge_devset_build.py
@@ -34,7 +34,8 @@ def main() -> None:
     if Path(args.data).is_file():
         with open(args.data, encoding="utf-8") as f:
             texts += [json.loads(line)["response"] for line in f if line.strip()]
-    detectors = {"detect_refusal": detect_refusal}
+    # The rules alone are timed too: the difference is the cost of the learned layer (learned.py).
+    detectors = {"detect_refusal": detect_refusal, "rules_only": detect_refusal_rules}
     if args.main_commit:
         import sys
 
