@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from waltz_ray.engines.judges.agreement import classification_report
-from waltz_ray.engines.judges.refusal import detect_refusal, prefix_baseline
+from waltz_ray.engines.judges.refusal import detect_refusal, detect_refusal_rules, prefix_baseline
 from waltz_ray.eval.judge_agreement import parse_kind, read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +50,7 @@ def row(name: str, rows: list[dict[str, str]], main: Callable[[str], bool] | Non
     out: dict[str, object] = {"set": name, "n": len(rows), "refusals": gold.count("refusal")}
     judges: dict[str, Callable[[str], bool]] = {
         "detector": lambda t: detect_refusal(t).refused,
+        "rules": lambda t: detect_refusal_rules(t).refused,  # the detector without its learned layer
         "prefix": prefix_baseline,
     }
     if main is not None:
@@ -72,9 +73,12 @@ def main() -> None:
     main_fn = load_main(args.main_commit)
     rows = read_rows(DEVSET)
     sets = {
-        "test (SmolLM2 run 4)": [r for r in rows if r["split"] == "test"],
+        "test (SmolLM2 run 5)": [r for r in rows if r["split"] == "test"],
         "test, no opener": [r for r in rows if r["split"] == "test" and not r["opener"]],
         "test, with opener": [r for r in rows if r["split"] == "test" and r["opener"]],
+        "run 4 (third test split, now dev)": [
+            r for r in rows if r["source"] == "smol" and "3000" <= r["id"][5:] < "4000"
+        ],
         "run 3 (second test split, now dev)": [
             r for r in rows if r["source"] == "smol" and "2000" <= r["id"][5:] < "3000"
         ],
@@ -87,6 +91,15 @@ def main() -> None:
     }
     table = [row(name, subset, main_fn) for name, subset in sets.items() if subset]
     print(json.dumps(table, indent=1))
+    # Three-way (compliance / refusal / partial) on the test split, rows human, columns detector.
+    test = sets["test (SmolLM2 run 5)"]
+    if test:
+        kinds = ["compliance", "refusal", "partial"]
+        pairs = [(detect_refusal(r["response"]).kind, parse_kind(r["label"])) for r in test]
+        rep = classification_report(pairs, kinds)
+        print(json.dumps({"three_way_test": {"accuracy": round(rep["accuracy"], 3),
+                                             "kappa": round(rep["cohen_kappa"], 3),
+                                             "confusion": rep["confusion"]}}))  # fmt: skip
 
     # The rule judge's unsafe label on the JBB judge-comparison file, with and without the engagement check.
     import csv
