@@ -48,7 +48,7 @@ OPENING_CHARS = 120
 ENDING_CHARS = 70
 # Substrings that mark structure in a normalised (single-spaced) text: numbered or bulleted steps, code, bold.
 _STRUCTURE_MARKS = (" 1. ", " 2. ", " 1) ", "```", " - ", " * ", "**", "step 1", "here's how", "here is how")
-_LENGTH_BINS = ((8, "lt8"), (20, "lt20"), (45, "lt45"), (90, "lt90"))
+_PREFIXES: tuple[str, ...] = ()  # refusal.PREFIX_BASELINE, bound on first use
 
 
 def _ngrams(words: list[str], prefix: str) -> list[str]:
@@ -63,17 +63,22 @@ def features(norm: str, match: RefusalMatch) -> tuple[list[str], list[tuple[str,
     detector's verdict on it. Only cheap operations here (substring tests, one small regex over the opening and
     one over the ending): the detector's speed bar is 5,000 completions/s on one core.
     """
-    from waltz_ray.engines.judges.refusal import PREFIX_BASELINE
+    global _PREFIXES
+    if not _PREFIXES:
+        from waltz_ray.engines.judges.refusal import PREFIX_BASELINE  # refusal.py imports this module
 
+        _PREFIXES = PREFIX_BASELINE
     fixed = ["bias", "k:" + match.kind, "r:" + (match.rule.split(".")[0] if match.rule else "none")]
-    if norm.startswith(PREFIX_BASELINE):
+    if norm.startswith(_PREFIXES):
         fixed.append("p:prefix")
     text = norm[:FEATURE_CHARS]
     n = text.count(" ") + 1
-    fixed.append("n:" + next((name for top, name in _LENGTH_BINS if n < top), "ge90"))
+    fixed.append("n:lt8" if n < 8 else "n:lt20" if n < 20 else "n:lt45" if n < 45 else "n:lt90" if n < 90 else "n:ge90")
     head = text[:800]
-    if any(s in head for s in _STRUCTURE_MARKS):
-        fixed.append("x:struct")
+    for mark in _STRUCTURE_MARKS:
+        if mark in head:
+            fixed.append("x:struct")
+            break
     if "?" in head:
         fixed.append("x:question")
     opening = text[:OPENING_CHARS].translate(_PUNCT).split()[:OPENING_WORDS]
