@@ -53,6 +53,15 @@ def test_fit_one_step_by_hand() -> None:
     assert w == {"a": 0.5, "b": -0.5, "bias": 0.0}
 
 
+def test_metrics_by_hand() -> None:
+    from judge_train import metrics
+
+    np = pytest.importorskip("numpy")
+    pred, gold = np.array([1, 1, 0, 0, 1]), np.array([1, 0, 0, 1, 1])
+    # tp 2, fp 1, fn 1: accuracy 3/5, P 2/3, R 2/3; p_e = 0.6 * 0.6 + 0.4 * 0.4 = 0.52, kappa = 0.08 / 0.48
+    assert metrics(pred, gold) == {"n": 5, "accuracy": 0.6, "kappa": 0.167, "precision": 0.667, "recall": 0.667}
+
+
 def test_shipped_weights_match_their_manifest() -> None:
     data = json.loads(WEIGHTS.read_text(encoding="utf-8"))
     body = json.dumps(data["weights"], sort_keys=True, separators=(",", ":"))
