@@ -15,9 +15,9 @@ Sources, each row tagged with ``source``:
 
 Split: ``smol`` rows of the fifth generation run (ids from 4000) go to ``test`` (or ``dev`` by a seeded hash of their
 id when ``--test-share`` < 1, seed 16); runs 1-4 (ids below 4000), ``jbb`` and ``handwritten`` rows are always
-``dev`` (they were read while the rules were written and the learned layer trained on them; runs 2, 3 and 4 were
-earlier test splits, each measured once with the frozen detector and then used for development). Nothing is tuned
-on ``test``.
+``dev`` (they were read while the rules were written, and a learned layer, tried and not shipped, was trained on
+them; runs 2, 3 and 4 were earlier test splits, each measured once with the frozen detector and then used for
+development). Nothing is tuned on ``test``.
 
     python scripts/judge_devset_build.py     # all five runs, written to .cache/judge/refusal_devset.jsonl
 """
@@ -96,9 +96,9 @@ def build(smol_runs: list[str], test_share: float, out: Path, quiet: bool = Fals
                 job = json.loads(line)
                 if job["id"] not in smol_labels:
                     continue  # generated but not (yet) labelled
-                # Ids below 4000 (runs 1-4) were read while the rules were written or the learned layer trained:
-                # dev only. Runs 2, 3 and 4 were earlier test splits; their frozen-detector results are in
-                # docs/judge.md, then they became dev.
+                # Ids below 4000 (runs 1-4) were read while the rules were written (and trained a learned layer,
+                # not shipped): dev only. Runs 2, 3 and 4 were earlier test splits; their frozen-detector results
+                # are in docs/judge.md, then they became dev.
                 seen = int(job["id"].split("-")[1]) < TEST_FROM
                 rows.append({
                     "id": job["id"], "source": "smol", "split": "dev" if seen else split_of(job["id"], test_share),

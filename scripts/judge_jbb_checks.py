@@ -19,14 +19,9 @@ from __future__ import annotations
 import csv
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from judge_train import fit
 
 from waltz_ray.engines.judges import RuleJudge
 from waltz_ray.engines.judges.harm import _ECHO, disengaged
@@ -65,6 +60,34 @@ def signals(goal: str, text: str) -> dict[str, float]:
         "inverted": float(bool(_INVERTED.search(head)) and not _INVERTED.search(goal)),
         "too_short": float(disengaged(text, short=True) == "too_short"),
     }
+
+
+def fit(feats: list[dict[str, float]], y: np.ndarray, l2: float, steps: int) -> dict[str, float]:
+    """Weights (feature -> weight) of the L2 logistic regression on these rows (``bias`` not penalised), by
+    Nesterov-accelerated gradient descent with step 1/L."""
+    vocab = sorted({name for f in feats for name in f})
+    index = {n: i for i, n in enumerate(vocab)}
+    rows, cols, vals = [], [], []
+    for r, f in enumerate(feats):
+        for name, v in f.items():
+            rows.append(r)
+            cols.append(index[name])
+            vals.append(v)
+    R, C, V = np.array(rows), np.array(cols), np.array(vals, dtype=np.float64)
+    n, d = len(feats), len(vocab)
+    penalty = np.full(d, l2)
+    penalty[index["bias"]] = 0.0
+    # L = max row |x|^2 / 4 + l2 (the log-loss gradient's Lipschitz bound).
+    step = 1.0 / (float(np.bincount(R, V * V, minlength=n).max()) / 4 + l2)
+    w = np.zeros(d)
+    prev = w.copy()
+    for t in range(1, steps + 1):
+        look = w + (t - 1) / (t + 2) * (w - prev)
+        z = np.bincount(R, look[C] * V, minlength=n)
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+        grad = np.bincount(C, (p - y)[R] * V, minlength=d) / n + penalty * look
+        prev, w = w, look - step * grad
+    return {name: round(float(w[i]), 6) for i, name in enumerate(vocab)}
 
 
 def main() -> None:

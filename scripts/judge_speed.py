@@ -4,8 +4,7 @@
 
 Texts: the JailbreakBench judge-comparison responses (300 real-model completions) plus, when present, the dev set's
 responses; each pass classifies every text once and the best of ``--repeat`` passes is reported, by wall-clock
-time (``per_second``) and by this thread's CPU time (``per_cpu_second``). ``rules_only`` is
-the detector without its learned layer (``detect_refusal_rules``).
+time (``per_second``) and by this thread's CPU time (``per_cpu_second``).
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import json
 import time
 from pathlib import Path
 
-from waltz_ray.engines.judges.refusal import detect_refusal, detect_refusal_rules
+from waltz_ray.engines.judges.refusal import detect_refusal
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEVSET = Path(__file__).resolve().parents[1] / ".cache" / "judge" / "refusal_devset.jsonl"  # judge_devset_build.py
@@ -36,8 +35,7 @@ def main() -> None:
     if Path(args.data).is_file():
         with open(args.data, encoding="utf-8") as f:
             texts += [json.loads(line)["response"] for line in f if line.strip()]
-    # The rules alone are timed too: the difference is the cost of the learned layer (learned.py).
-    detectors = {"detect_refusal": detect_refusal, "rules_only": detect_refusal_rules}
+    detectors = {"detect_refusal": detect_refusal}
     if args.main_commit:
         import sys
 

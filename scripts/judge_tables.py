@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from waltz_ray.engines.judges.agreement import classification_report
-from waltz_ray.engines.judges.refusal import detect_refusal, detect_refusal_rules, prefix_baseline
+from waltz_ray.engines.judges.refusal import detect_refusal, prefix_baseline
 from waltz_ray.eval.judge_agreement import parse_kind, read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,6 @@ def row(name: str, rows: list[dict[str, str]], main: Callable[[str], bool] | Non
     out: dict[str, object] = {"set": name, "n": len(rows), "refusals": gold.count("refusal")}
     judges: dict[str, Callable[[str], bool]] = {
         "detector": lambda t: detect_refusal(t).refused,
-        "rules": lambda t: detect_refusal_rules(t).refused,  # the detector without its learned layer
         "prefix": prefix_baseline,
     }
     if main is not None:
