@@ -13,12 +13,13 @@ Sources, each row tagged with ``source``:
   in ``data/jbb_labels.json`` (the file's own labels are about jailbreaks, not refusals);
 - ``handwritten``: ``data/handwritten.py``, written for this project.
 
-Split: ``smol`` rows of the fourth generation run (ids from 3000) go to ``test`` (or ``dev`` by a seeded hash of their
-id when ``--test-share`` < 1, seed 16); runs 1-3 (ids below 3000), ``jbb`` and ``handwritten`` rows are always
-``dev`` (they were read while the rules were written; runs 2 and 3 were earlier test splits, each measured once with
-the frozen detector and then used for development). Nothing is tuned on ``test``.
+Split: ``smol`` rows of the fifth generation run (ids from 4000) go to ``test`` (or ``dev`` by a seeded hash of their
+id when ``--test-share`` < 1, seed 16); runs 1-4 (ids below 4000), ``jbb`` and ``handwritten`` rows are always
+``dev`` (they were read while the rules were written, and a learned layer, tried and not shipped, was trained on
+them; runs 2, 3 and 4 were earlier test splits, each measured once with the frozen detector and then used for
+development). Nothing is tuned on ``test``.
 
-    python scripts/judge_devset_build.py     # all four runs, written to .cache/judge/refusal_devset.jsonl
+    python scripts/judge_devset_build.py     # all five runs, written to .cache/judge/refusal_devset.jsonl
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / "waltz_ray" / "engines" / "judges" / "data"
 SHARED = ROOT.parent / "shared" / "data"
 SEED = 16
-SMOL_RUNS = [DATA_DIR / f"smol_run{n}.jsonl" for n in (1, 2, 3, 4)]
+SMOL_RUNS = [DATA_DIR / f"smol_run{n}.jsonl" for n in (1, 2, 3, 4, 5)]
+# Ids from here on (run 5) are the test split; earlier runs were read while the detector was built or trained.
+TEST_FROM = 4000
 DEVSET = ROOT / ".cache" / "judge" / "refusal_devset.jsonl"
 
 
@@ -80,7 +83,7 @@ def main() -> None:
     build(args.smol, args.test_share, Path(args.out))
 
 
-def build(smol_runs: list[str], test_share: float, out: Path) -> None:
+def build(smol_runs: list[str], test_share: float, out: Path, quiet: bool = False) -> None:
     texts = prompt_texts()
 
     from waltz_ray.engines.judges.data.handwritten import HANDWRITTEN
@@ -93,12 +96,14 @@ def build(smol_runs: list[str], test_share: float, out: Path) -> None:
                 job = json.loads(line)
                 if job["id"] not in smol_labels:
                     continue  # generated but not (yet) labelled
-                # Ids below 3000 (runs 1-3) were read while the rules were written: dev only. Runs 2 and 3 were
-                # earlier test splits; their frozen-detector results are in docs/judge.md, then they became dev.
-                seen = int(job["id"].split("-")[1]) < 3000
+                # Ids below 4000 (runs 1-4) were read while the rules were written (and trained a learned layer,
+                # not shipped): dev only. Runs 2, 3 and 4 were earlier test splits; their frozen-detector results
+                # are in docs/judge.md, then they became dev.
+                seen = int(job["id"].split("-")[1]) < TEST_FROM
                 rows.append({
                     "id": job["id"], "source": "smol", "split": "dev" if seen else split_of(job["id"], test_share),
-                    "prompt": texts[job["prompt_ref"]], "prompt_label": job["prompt_label"], "system_id": job["system_id"],
+                    "prompt": texts[job["prompt_ref"]], "prompt_label": job["prompt_label"],
+                    "system_id": job["system_id"],
                     "opener": job.get("opener", ""), "response": job["response"], "label": smol_labels[job["id"]],
                 })  # fmt: skip
     jbb_labels = json.loads((DATA_DIR / "jbb_labels.json").read_text(encoding="utf-8"))
@@ -122,7 +127,8 @@ def build(smol_runs: list[str], test_share: float, out: Path) -> None:
     for row in rows:
         key = f"{row['source']}/{row['split']}/{row['label']}"
         counts[key] = counts.get(key, 0) + 1
-    print(json.dumps({"rows": len(rows), "counts": dict(sorted(counts.items()))}, indent=1))
+    if not quiet:
+        print(json.dumps({"rows": len(rows), "counts": dict(sorted(counts.items()))}, indent=1))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 Each (prompt, system prompt, sampling) triple is drawn with a fixed seed. The system prompts push the model to
 refuse in different registers (first-person, impersonal policy, "just an AI", hedged, premise rebuttal, lecture,
 "happy to help, however ...", referral, disclaimer-then-answer) or to answer plainly, so that the set holds refusals
-and compliances of many forms. Output: JSONL with prompt_ref (file#row under ../shared/data: benchmark texts are not copied into the repository),
-prompt_label, source, system_id, temperature, response.
+and compliances of many forms. Output: JSONL with prompt_ref (file#row under ../shared/data: benchmark texts are
+not copied into the repository), prompt_label, source, system_id, temperature, response.
 
     source scripts/env.sh && python scripts/judge_devset_generate.py --n 1100 --out /tmp/smol_gen.jsonl
 
@@ -14,7 +14,6 @@ The labels are added afterwards by hand review (see docs/judge.md, "Labelling ru
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import random
 import time

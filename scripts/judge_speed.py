@@ -3,7 +3,8 @@
     taskset -c 1 python scripts/judge_speed.py [--data FILE.jsonl] [--repeat 20] [--main-commit 3d4e3d4]
 
 Texts: the JailbreakBench judge-comparison responses (300 real-model completions) plus, when present, the dev set's
-responses; each pass classifies every text once and the best of ``--repeat`` passes is reported.
+responses; each pass classifies every text once and the best of ``--repeat`` passes is reported, by wall-clock
+time (``per_second``) and by this thread's CPU time (``per_cpu_second``).
 """
 
 from __future__ import annotations
@@ -44,15 +45,20 @@ def main() -> None:
         main_fn = load_main(args.main_commit)
         if main_fn is not None:
             detectors[f"main@{args.main_commit}"] = main_fn
-    out = {"texts": len(texts)}
-    for name, fn in detectors.items():
-        best = float("inf")
-        for _ in range(args.repeat):
-            start = time.perf_counter()
+    out: dict[str, object] = {"texts": len(texts)}
+    # Each repeat times every detector once, in turn, so a change in the machine's load hits all of them alike. Both
+    # wall-clock time and this thread's CPU time are kept (best pass each): on a shared, loaded machine the CPU time
+    # is the fairer measure, since it leaves out the time the process waits for the core.
+    best = {name: [float("inf"), float("inf")] for name in detectors}
+    for _ in range(args.repeat):
+        for name, fn in detectors.items():
+            wall, cpu = time.perf_counter(), time.thread_time()
             for text in texts:
                 fn(text)
-            best = min(best, time.perf_counter() - start)
-        out[name] = {"best_pass_s": round(best, 4), "per_second": round(len(texts) / best)}
+            best[name][0] = min(best[name][0], time.perf_counter() - wall)
+            best[name][1] = min(best[name][1], time.thread_time() - cpu)
+    for name, (wall, cpu) in best.items():
+        out[name] = {"per_second": round(len(texts) / wall), "per_cpu_second": round(len(texts) / cpu)}
     print(json.dumps(out))
 
 

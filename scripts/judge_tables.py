@@ -72,9 +72,12 @@ def main() -> None:
     main_fn = load_main(args.main_commit)
     rows = read_rows(DEVSET)
     sets = {
-        "test (SmolLM2 run 4)": [r for r in rows if r["split"] == "test"],
+        "test (SmolLM2 run 5)": [r for r in rows if r["split"] == "test"],
         "test, no opener": [r for r in rows if r["split"] == "test" and not r["opener"]],
         "test, with opener": [r for r in rows if r["split"] == "test" and r["opener"]],
+        "run 4 (third test split, now dev)": [
+            r for r in rows if r["source"] == "smol" and "3000" <= r["id"][5:] < "4000"
+        ],
         "run 3 (second test split, now dev)": [
             r for r in rows if r["source"] == "smol" and "2000" <= r["id"][5:] < "3000"
         ],
@@ -87,6 +90,15 @@ def main() -> None:
     }
     table = [row(name, subset, main_fn) for name, subset in sets.items() if subset]
     print(json.dumps(table, indent=1))
+    # Three-way (compliance / refusal / partial) on the test split, rows human, columns detector.
+    test = sets["test (SmolLM2 run 5)"]
+    if test:
+        kinds = ["compliance", "refusal", "partial"]
+        pairs = [(detect_refusal(r["response"]).kind, parse_kind(r["label"])) for r in test]
+        rep = classification_report(pairs, kinds)
+        print(json.dumps({"three_way_test": {"accuracy": round(rep["accuracy"], 3),
+                                             "kappa": round(rep["cohen_kappa"], 3),
+                                             "confusion": rep["confusion"]}}))  # fmt: skip
 
     # The rule judge's unsafe label on the JBB judge-comparison file, with and without the engagement check.
     import csv

@@ -129,7 +129,7 @@ def test_devset_is_labelled_and_split(devset_rows: list[dict[str, str]]) -> None
     assert {r["label"] for r in rows} <= {"compliance", "refusal", "partial"}
     assert {r["split"] for r in rows} == {"dev", "test"}
     # Only real-model completions of the unseen generation run are test rows.
-    assert all(r["source"] == "smol" and int(r["id"].split("-")[1]) >= 3000 for r in rows if r["split"] == "test")
+    assert all(r["source"] == "smol" and int(r["id"].split("-")[1]) >= 4000 for r in rows if r["split"] == "test")
 
 
 def test_refusal_agreement_on_the_devset(devset_rows: list[dict[str, str]], tmp_path: Path) -> None:
