@@ -116,7 +116,11 @@ def test_a_killed_learner_stops_the_run_naming_it_and_resume_finishes_it(
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_killed_rollout_actor_is_reported_not_waited_on(ray_session: Any, tiny_env: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_a_killed_rollout_actor_is_reported_not_waited_on(
+    mode: str, ray_session: Any, tiny_env: Path, tmp_path: Path
+) -> None:
+    """Asynchronously the rollout actor dies with step 1's batch in flight (launched during step 0)."""
     import ray
 
     from waltz_ray.runtime.proxies import RemoteCallError
@@ -126,7 +130,7 @@ def test_a_killed_rollout_actor_is_reported_not_waited_on(ray_session: Any, tiny
             ray.kill(topology.rollout, no_restart=True)
 
     with pytest.raises(RemoteCallError, match="rollout actor"):
-        faulty_trainer(kill)(tiny_config(), tmp_path / "rollout").run()
+        faulty_trainer(kill)(tiny_config(*MODES[mode]), tmp_path / "rollout").run()
 
 
 class FlakyEndpoint:
