@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -125,12 +126,16 @@ def test_a_killed_rollout_actor_is_reported_not_waited_on(
 
     from waltz_ray.runtime.proxies import RemoteCallError
 
+    killed: list[float] = []
+
     def kill(topology: Any, step: int) -> None:
         if step == 1:
             ray.kill(topology.rollout, no_restart=True)
+            killed.append(time.monotonic())
 
     with pytest.raises(RemoteCallError, match="rollout actor"):
         faulty_trainer(kill)(tiny_config(*MODES[mode]), tmp_path / "rollout").run()
+    print(mode, f"rollout actor death reported {time.monotonic() - killed[0]:.1f} s after the kill (parts closed)")
 
 
 class FlakyEndpoint:
