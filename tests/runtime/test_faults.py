@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -16,35 +18,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.tiny_world import WALL_CLOCK, tiny_config
+from tests.reliability import MODES, LearnedLog, assert_invariants, assert_promises, fault_counters, learned, rows
+from tests.tiny_world import tiny_config
 from waltz_ray.types import Completion, GenerationParams, JudgeVerdict, Prompt
 
-FAULT_KEYS = (*WALL_CLOCK, "faults/")
 
-
-def rows(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def same_metrics(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> None:
-    assert [r["step"] for r in ours] == [r["step"] for r in theirs]
-    for mine, ref in zip(ours, theirs, strict=True):
-        for key, value in ref.items():
-            if not key.startswith(FAULT_KEYS):
-                assert mine[key] == value, (mine["step"], key, mine[key], value)
-
-
-def faulty_trainer(kill: Any) -> Any:
+def faulty_trainer(kill: Any, *hooks: Any) -> Any:
     """A Ray trainer factory whose trainers call ``kill(parts.runtime, step)`` at the start of every step (before its
     rollout launches), and ``kill(parts.runtime, -1)`` before the final evaluation (``parts.runtime``: the
-    topology)."""
+    topology); ``hooks``: more step hooks (a ``LearnedLog``)."""
     from waltz_ray.runtime.driver import ray_trainer
 
     def hook(trainer: Any, step: int, when: str) -> None:
         if when != "after":
             kill(trainer.parts.runtime, -1 if when == "final" else step)
 
-    return lambda config, out, resume=None: ray_trainer(config, out, resume=resume, hooks=[hook])
+    return lambda config, out, resume=None: ray_trainer(config, out, resume=resume, hooks=[hook, *hooks])
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +45,23 @@ def clean_run(ray_session: Any, tiny_env: Path, tmp_path_factory: pytest.TempPat
     return out
 
 
+def clean(mode: str, request: pytest.FixtureRequest) -> Path | None:
+    """The undisturbed run a synchronous faulty run must equal (an asynchronous one is held to the invariants)."""
+    return request.getfixturevalue("clean_run") if mode == "sync" else None
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_killed_generation_actors_restart_get_the_weights_and_lose_nothing(clean_run: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_killed_generation_actors_restart_get_the_weights_and_lose_nothing(
+    mode: str, ray_session: Any, tiny_env: Path, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     """The conversation generator is killed before step 2's rollout and before the final evaluation, the feedback
     generator 0.3 s into step 3:
     Ray restarts them, they refuse work until the driver pushed the current weights, the lost rollouts are generated
-    again with the same seeds, and the run equals the clean one metric for metric."""
+    again with the same seeds; synchronously the run equals the clean one metric for metric, asynchronously (where
+    step 2's rollout may be done before the kill, and a relaunch generates with the weights of the moment) it keeps
+    the invariants."""
     import ray
 
     def kill(topology: Any, step: int) -> None:
@@ -74,25 +73,27 @@ def test_killed_generation_actors_restart_get_the_weights_and_lose_nothing(clean
         if step == -1:  # the final evaluation must not be served by a restarted actor's initial weights
             ray.kill(topology.generation["conversation"].actors[0], no_restart=False)
 
-    out = tmp_path / "killed"
-    trainer = faulty_trainer(kill)(tiny_config("checkpoint.every=1"), out)
+    out, log = tmp_path / "killed", LearnedLog(tmp_path / "learned.jsonl")
+    trainer = faulty_trainer(kill, log)(tiny_config("checkpoint.every=1", *MODES[mode]), out)
     trainer.run()
     ours = rows(out)
-    same_metrics(ours, rows(clean_run))
+    assert_promises(mode, ours, clean(mode, request), learned(log.path))
     counters = trainer.counters()
-    print(
-        "generation kills:", {k: v for k, v in counters.items() if k in ("rollout_relaunches", "generator_refreshes")}
-    )
-    # step 2's rollout is generated again; the final evaluation waits for the current weights (where the timed kill
-    # lands decides whether step 3 costs a relaunch, a refresh, or nothing: a push that finds the actor back)
-    assert counters["rollout_relaunches"] >= 1 and counters["generator_refreshes"] >= 1
+    print(mode, "generation kills:", fault_counters(ours))
+    # the final evaluation waits for the current weights; synchronously step 2's rollout is generated again (where
+    # the timed kill lands decides whether step 3 costs a relaunch, a refresh, or nothing: a push that finds the actor
+    # back); asynchronously step 2's rollout may have been generated before the kill
+    assert counters["generator_refreshes"] >= 1
+    assert counters["rollout_relaunches"] >= (1 if mode == "sync" else 0)
     assert trainer.parts.rollout.duplicate_episodes == 0
-    assert all(r["samples/n_episodes"] == 8 for r in ours if "samples/n_episodes" in r)  # nothing lost
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_killed_learner_stops_the_run_naming_it_and_resume_finishes_it(clean_run: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_a_killed_learner_stops_the_run_naming_it_and_resume_finishes_it(
+    mode: str, ray_session: Any, tiny_env: Path, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     import ray
 
     from waltz_ray.runtime.driver import ray_trainer
@@ -103,28 +104,119 @@ def test_a_killed_learner_stops_the_run_naming_it_and_resume_finishes_it(clean_r
         if step == 3:
             ray.kill(topology.learners["feedback"].actors[0], no_restart=True)
 
-    config, out = tiny_config("checkpoint.every=1"), tmp_path / "learner"
+    config, out = tiny_config("checkpoint.every=1", *MODES[mode]), tmp_path / "learner"
+    before, after = LearnedLog(tmp_path / "learned-killed.jsonl"), LearnedLog(tmp_path / "learned-resumed.jsonl")
     with pytest.raises(RemoteCallError, match=r"feedback_learner\[0\]"):
-        faulty_trainer(kill)(config, out).run()
+        faulty_trainer(kill, before)(config, out).run()
     point = find_resume_point(config, out)
     assert point.state.step == 3
-    ray_trainer(config, out, resume=point).run()
-    same_metrics(rows(out), rows(clean_run))
+    ray_trainer(config, out, resume=point, hooks=[after]).run()
+    # what the checkpoint kept of the killed run, then the resumed run: each step and episode learned once
+    assert_promises(mode, rows(out), clean(mode, request), learned(before.path, up_to=3) + learned(after.path))
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_killed_rollout_actor_is_reported_not_waited_on(ray_session: Any, tiny_env: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_a_killed_rollout_actor_is_reported_not_waited_on(
+    mode: str, ray_session: Any, tiny_env: Path, tmp_path: Path
+) -> None:
+    """Asynchronously the rollout actor dies with step 1's batch in flight (launched during step 0)."""
     import ray
 
     from waltz_ray.runtime.proxies import RemoteCallError
 
+    killed: list[float] = []
+
     def kill(topology: Any, step: int) -> None:
         if step == 1:
             ray.kill(topology.rollout, no_restart=True)
+            killed.append(time.monotonic())
 
     with pytest.raises(RemoteCallError, match="rollout actor"):
-        faulty_trainer(kill)(tiny_config(), tmp_path / "rollout").run()
+        faulty_trainer(kill)(tiny_config(*MODES[mode]), tmp_path / "rollout").run()
+    print(mode, f"rollout actor death reported {time.monotonic() - killed[0]:.1f} s after the kill (parts closed)")
+
+
+class FlakyEndpoint:
+    """A real OpenAI-shaped ``/chat/completions`` endpoint on 127.0.0.1 for the ``http`` judge (stdlib
+    ThreadingHTTPServer in a thread): every ``every``-th request gets HTTP 500 (``every=1``: all of them), the others
+    a verdict that depends only on the judged text (safe; over-refusing for about a third of the texts)."""
+
+    def __init__(self, every: int) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        lock, endpoint = threading.Lock(), self
+        self.every, self.requests, self.failed = every, 0, 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with lock:
+                    endpoint.requests += 1
+                    fail = endpoint.requests % endpoint.every == 0
+                    endpoint.failed += fail
+                text = payload["messages"][-1]["content"]
+                verdict = {"unsafe": False, "overrefuse": zlib.crc32(text.encode()) % 3 == 0}
+                message = {"role": "assistant", "content": json.dumps(verdict)}
+                code, body = (
+                    (500, b'{"error": "boom"}')
+                    if fail
+                    else (200, json.dumps({"choices": [{"message": message}]}).encode())
+                )
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self) -> FlakyEndpoint:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("mode", MODES)
+def test_http_judge_failures_on_ray_are_masked_and_counted_and_too_many_stop_the_run(
+    mode: str, ray_session: Any, tiny_env: Path, tmp_path: Path
+) -> None:
+    """The judge pool's HTTP judge talks to a real endpoint on 127.0.0.1 that fails 1 request in 4 (no retries):
+    failed verdicts are masked and counted, the run finishes and keeps the invariants; an endpoint that fails every
+    request stops the run at step 0."""
+    from waltz_ray.runtime.driver import ray_trainer
+    from waltz_ray.trainer.loop import JudgeFailureError
+
+    def config(url: str) -> Any:
+        judge = ["judge.kind=http", f"judge.base_url={url}", "judge.model=flaky", "judge.max_retries=0"]
+        return tiny_config(*judge, "judge.max_failure_rate=0.5", *MODES[mode])
+
+    out, log = tmp_path / "flaky", LearnedLog(tmp_path / "learned.jsonl")
+    with FlakyEndpoint(every=4) as endpoint:
+        ray_trainer(config(endpoint.url), out, hooks=[log]).run()
+    ours = rows(out)
+    assert_invariants(ours, mode, learned(log.path))  # no undisturbed run to equal: its judge would differ
+    steps = [r for r in ours if "judge/failure_rate" in r]
+    print(mode, "flaky judge:", endpoint.failed, "of", endpoint.requests, "requests failed;", fault_counters(ours))
+    assert endpoint.failed == endpoint.requests // 4 > 0
+    assert all(0.15 <= r["judge/failure_rate"] <= 0.35 for r in steps), [r["judge/failure_rate"] for r in steps]
+    assert sum(r["samples/n_masked_feedback"] for r in steps) > 0  # masked, never scored as a zero reward
+
+    with FlakyEndpoint(every=1) as endpoint, pytest.raises(JudgeFailureError, match=r"100\.0% of calls at step 0"):
+        ray_trainer(config(endpoint.url), tmp_path / "down").run()
+    assert endpoint.requests > 0
 
 
 # ------------------------------------------------------------------------------------------- inline faults
