@@ -342,9 +342,9 @@ def run_trl(spec: dict[str, Any], out: Path) -> dict[str, Any]:
     if not spec["workload"].get("trl_vllm"):
         # TRL imports vLLM whenever it is installed (trl/generation/vllm_generation.py), about 5 CPU-s here, even
         # when it generates with ``generate``; TRL's best start-up without vLLM is that of a vLLM-free environment
-        import trl.import_utils
+        import trl.import_utils as trl_imports  # trl's lazy module has no attribute for it: bind the submodule
 
-        trl.import_utils.is_vllm_available = lambda *args, **kwargs: False
+        trl_imports.is_vllm_available = lambda *args, **kwargs: False
     import torch
     from datasets import Dataset
     from transformers import PrinterCallback, ProgressCallback, TrainerCallback
