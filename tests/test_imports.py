@@ -72,6 +72,12 @@ def test_package_import_is_cheap():
     assert _loaded_after(["waltz_ray"], ["torch", "transformers"]) == []
 
 
+def test_model_free_actor_hosts_import_no_model_library():
+    """The judge and rollout actors' module (``runtime.hosts``) loads neither torch nor transformers: those two
+    Ray actors start without paying for them (a judge that loads a model imports them when it is built)."""
+    assert _loaded_after(["waltz_ray.runtime.hosts"], ["torch", "transformers"]) == []
+
+
 def _imported_names(tree: ast.AST) -> set[str]:
     """Top-level package names of every import statement anywhere in ``tree`` (lazy imports in functions too)."""
     names: set[str] = set()

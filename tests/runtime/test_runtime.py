@@ -115,6 +115,15 @@ def test_budget_check_names_every_pool() -> None:
     with pytest.raises(ResourceBudgetError, match=r"1\.8 CPU in total but the cluster has 1\.5") as err:
         check_resources(specs, {"CPU": 1.5})
     assert "feedback_learner: 1 x {'CPU': 0.5}" in str(err.value)
+    # the single-model baseline plays no feedback turn: no feedback generation or reference actors sit idle
+    single = load_config(ROOT / "configs" / "tiny.yaml", ["algorithm.mode=single", "stages.stage1_steps=0"])
+    assert [s.name for s in pool_specs(single)] == [
+        "conversation_generation",
+        "judge",
+        "conversation_reference",
+        "conversation_learner",
+        "feedback_learner",
+    ]
     gpu = load_config(
         None,
         [

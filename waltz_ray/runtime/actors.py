@@ -1,4 +1,5 @@
-"""Plain classes that live inside Ray actors: generation, judge, learner and rollout hosts.
+"""Plain classes that live inside Ray actors: generation, reference and learner hosts (the judge and rollout hosts,
+which hold no model, are in ``runtime.hosts`` and re-exported here).
 
 Every host answers ``memory()`` (its process's peak and current RSS, ``waltz_ray.memory``), which the driver logs
 as ``memory/<pool label>_peak_rss_mb`` (``runtime.memory.MemoryProbe``).
@@ -10,18 +11,17 @@ Each host builds its engine from a checkpoint path inside the actor, so no model
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from waltz_ray.config import AlgorithmConfig, LearnerConfig, WaltzConfig
+from waltz_ray.config import AlgorithmConfig, LearnerConfig
 from waltz_ray.engines.deepspeed_learner import LearnerWorker
 from waltz_ray.engines.distributed import free_port
 from waltz_ray.engines.learner import LearnerHost
 from waltz_ray.memory import ReportsMemory
-from waltz_ray.rollout import RolloutSettings, StageTimer, run_episodes
+from waltz_ray.runtime.hosts import JudgeHost, RolloutHost, RolloutSummary
 from waltz_ray.runtime.nccl import NCCL_EXTENSION, Bucket, NCCLSender
 from waltz_ray.runtime.proxies import StaleWeightsError
-from waltz_ray.types import AgentName, Completion, Episode, GenerationParams, JudgeVerdict, Message, Prompt
+from waltz_ray.types import Completion, GenerationParams, Message
 
 
 def set_threads(num_threads: int | None, num_cpus: float) -> None:
@@ -109,22 +109,6 @@ class GeneratorHost(ReportsMemory):
         return policy_version
 
 
-class JudgeHost(ReportsMemory):
-    """One judge actor: the configured judge (rule, local LLM or HTTP) built inside the actor."""
-
-    def __init__(self, config: WaltzConfig, *, num_cpus: float = 1.0) -> None:
-        set_threads(config.runtime.num_threads, num_cpus)
-        from waltz_ray.factory import build_judge
-
-        self.judge_impl = build_judge(config)
-
-    def ready(self) -> bool:
-        return True
-
-    def judge(self, prompts: list[str], responses: list[str], labels: list[Any] | None = None) -> list[JudgeVerdict]:
-        return self.judge_impl.judge(prompts, responses, labels)  # type: ignore[no-any-return]
-
-
 class ReferenceHost(ReportsMemory):
     """One reference-scoring actor (``runtime.reference_on: rollout``): the agent's frozen reference model."""
 
@@ -206,39 +190,12 @@ class DeepSpeedLearnerHost(LearnerSender, LearnerWorker):
         LearnerWorker.__init__(self)
 
 
-@dataclass(frozen=True)
-class RolloutSummary:
-    """The small half of a rollout's result (the episodes are the other, by reference)."""
-
-    versions: dict[AgentName, tuple[int, ...]]
-    tokens: dict[AgentName, int]
-    seconds: dict[str, float]
-
-
-class RolloutHost(ReportsMemory):
-    """The producer: plays episode batches against the pools' proxies (``run_episodes``, the same code as inline).
-
-    ``run`` is called with ``num_returns=2``: a ``RolloutSummary`` for the queue and the episodes, which stay in the
-    object store until the driver takes them.
-    """
-
-    def __init__(self, conversation: Any, feedback: Any, judge: Any, references: dict[AgentName, Any]) -> None:
-        self.conversation, self.feedback, self.judge = conversation, feedback, judge
-        self.references = references
-
-    def ready(self) -> bool:
-        return True
-
-    def run(
-        self, prompts: list[Prompt], settings: RolloutSettings, episode_ids: list[str]
-    ) -> tuple[RolloutSummary, list[Episode]]:
-        from waltz_ray.runtime.queue import batch_versions
-
-        timer = StageTimer()
-        for agent, proxy in (("conversation", self.conversation), ("feedback", self.feedback)):
-            proxy.min_version = settings.min_versions.get(agent, 0)
-        episodes = run_episodes(
-            prompts, self.conversation, self.feedback, self.judge, settings, episode_ids, timer, self.references
-        )
-        versions, tokens = batch_versions(episodes)
-        return RolloutSummary(versions, tokens, dict(timer.seconds)), episodes
+__all__ = [
+    "DeepSpeedLearnerHost",
+    "GeneratorHost",
+    "JudgeHost",
+    "ReferenceHost",
+    "RolloutHost",
+    "RolloutSummary",
+    "TorchLearnerHost",
+]

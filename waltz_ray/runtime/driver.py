@@ -118,7 +118,7 @@ class PoolWeightSync:
         for name, agent in self.agents.items():
             pool = self.topology.generation[name]
             held = [_version_once_up(actor, pool.label(i), self.timeout) for i, actor in enumerate(pool.actors)]
-            if min(held) < agent.generator.policy_version:
+            if held and min(held) < agent.generator.policy_version:  # an idle agent's pool holds no actor
                 state, version = self.latest_state[name]
                 log.warning("%s holds versions %s; pushing version %d again", pool.name, held, version)
                 self.push(name, state, version)

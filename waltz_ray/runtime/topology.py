@@ -74,9 +74,17 @@ def _generation_spec(name: str, pool: GenerationPoolConfig) -> PoolSpec:
     return PoolSpec(name, pool.num_actors, pool.num_cpus, pool.num_gpus, tp, dict(pool.resources))
 
 
+def idle_agents(config: WaltzConfig) -> tuple[AgentName, ...]:
+    """Agents whose generation and reference pools would never be called: the feedback agent of the single-model
+    baseline (``algorithm.mode: single`` plays no feedback turn). Its learner still starts: it holds the weights a
+    checkpoint saves."""
+    return ("feedback",) if config.algorithm.mode == "single" else ()
+
+
 def pool_specs(config: WaltzConfig) -> list[PoolSpec]:
     """Every pool of the run, generation pools first, then the judge pool, the reference pools (reference_on:
-    rollout) and one learner group per agent."""
+    rollout) and one learner group per agent; no generation or reference pool for an idle agent (``idle_agents``)."""
+    idle = idle_agents(config)
     rt, learner = config.runtime, config.learner
     if learner.backend == "torch" and learner.num_workers > 1:
         raise ResourceBudgetError(
@@ -85,14 +93,14 @@ def pool_specs(config: WaltzConfig) -> list[PoolSpec]:
         )
     ranks = learner.num_workers
     jp, lp, rp = rt.judge_pool, rt.learner_pool, rt.reference_pool
+    generation = {"conversation": rt.conversation_pool, "feedback": rt.feedback_pool}
     return [
-        _generation_spec("conversation_generation", rt.conversation_pool),
-        _generation_spec("feedback_generation", rt.feedback_pool),
+        *(_generation_spec(f"{agent}_generation", generation[agent]) for agent in AGENTS if agent not in idle),
         PoolSpec("judge", jp.num_actors, jp.num_cpus, jp.num_gpus, resources=dict(jp.resources)),
         *(
             PoolSpec(f"{agent}_reference", rp.num_actors, rp.num_cpus, rp.num_gpus, resources=dict(rp.resources))
             for agent in AGENTS
-            if rt.reference_on == "rollout"
+            if rt.reference_on == "rollout" and agent not in idle
         ),
         *(PoolSpec(f"{a}_learner", ranks, lp.num_cpus, lp.num_gpus, resources=dict(lp.resources)) for a in AGENTS),
     ]
@@ -235,6 +243,9 @@ def _build(topo: Topology, specs: dict[str, PoolSpec]) -> None:
             topo.placement_groups.append(groups[name])
     waits: list[tuple[Any, str]] = []
     for agent in AGENTS:
+        if f"{agent}_generation" not in specs:  # an idle agent: a pool without actors, never called
+            topo.generation[agent] = Pool(f"{agent}_generation", [])
+            continue
         spec = specs[f"{agent}_generation"]
         topo.generation[agent], ready = _generation_pool(
             config, spec, groups[spec.name], topo.model_paths[agent], agent, topo.policy_versions[agent]
@@ -264,7 +275,7 @@ def _build(topo: Topology, specs: dict[str, PoolSpec]) -> None:
     wait_all([topo.rollout.ready.remote()], ["rollout"], timeout, "starting the rollout actor")
     for agent in AGENTS:
         pool = topo.generation[agent]
-        if uses_nccl(config, agent):
+        if uses_nccl(config, agent) and pool.actors:
             tp = specs[pool.name].tensor_parallel_size
             topo.weight_sync[agent] = NCCLWeightSync(pool, topo.learners[agent].actors[0], tp, timeout)
         else:
