@@ -62,8 +62,9 @@ ROLLOUT_STAGES = (
     "judge",
     "reference_logprobs",  # runtime.reference_on=rollout
 )
-# rollout_wait wraps the rollout from the driver's side; step_wall is the whole step: neither is one side's work
-NOT_A_STAGE = ("rollout_wait", "step_wall")
+# rollout_wait wraps the rollout from the driver's side, step_wall is the whole step, rollout_overlapped* measure
+# the overlap itself: none is one side's work
+NOT_A_STAGE = ("rollout_wait", "step_wall", "rollout_overlapped", "rollout_overlapped_fraction")
 MODES = {"sync": 0, "async": 1}  # run name -> runtime.max_staleness
 
 BASE = [
