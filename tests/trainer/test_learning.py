@@ -43,14 +43,22 @@ def test_tiny_run_improves_the_pair(tmp_path: Path) -> None:
     assert lagged and all(r.get(f"staleness/{a}/max", 0.0) <= 1.0 for r in steps for a in ("conversation", "feedback"))
     assert any(r.get("feedback/offpolicy_token_fraction", 0.0) > 0 for r in lagged)
 
-    # the margins hold over seeds 0-2 with room to spare (README: the seed table)
+    # synchronously the margins held over seeds 0-2 with room to spare (ASR 0.03/0.00/0.00); asynchronously, seed 0
+    # of this shortened run ended at ASR 0.47 and ORR 0.06 (from 1.00 and 0.69): ten stage-2 steps are where the
+    # asynchronous run is still recovering a feedback format dip (0.99 -> 0.78 at step 40); the full 40 + 40 run
+    # ends at 0.00 / 0.03 (docs/results.md)
     assert final["asr"] <= initial["asr"] - 0.15, (initial["asr"], final["asr"])
     assert final["orr"] <= initial["orr"] - 0.15, (initial["orr"], final["orr"])
 
     # after stage 1 (the evaluation at step 30, greedy as in every evaluation): the format is learned...
     end_of_stage1 = next(r for r in rows if r["step"] == 30 and "eval/feedback_format_rate" in r)
     assert end_of_stage1["eval/feedback_format_rate"] >= 0.95
-    # ...and label accuracy rose during stage 1 (training rollouts, sampled at temperature 1)
+    # ...and so is judging: greedy label accuracy at the end of stage 1 (the evaluation above) well above the
+    # warm-started feedback agent's (0.153 on this split; seed 0 reached 0.972 asynchronously)
+    assert end_of_stage1["eval/label_accuracy"] >= initial["label_accuracy"] + 0.5
+    # ...and the training rollouts show the rise too. Asynchronously they are sampled one policy version behind and
+    # noisy step to step (32 prompts at temperature 1; seed 0's last five stage-1 steps read 0.59-0.78 while the
+    # greedy evaluation read 0.972), so the last ten steps are compared with the first five
     stage1 = [r for r in rows if r.get("stage") == 1]
     mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
-    assert mean(stage1[-5:], "rollout/label_accuracy") >= mean(stage1[:5], "rollout/label_accuracy") + 0.2
+    assert mean(stage1[-10:], "rollout/label_accuracy") >= mean(stage1[:5], "rollout/label_accuracy") + 0.1
