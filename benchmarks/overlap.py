@@ -55,13 +55,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-ROLLOUT_STAGES = (
-    "conversation_generation",
-    "feedback_generation",
-    "revision_generation",
-    "judge",
-    "reference_logprobs",  # runtime.reference_on=rollout
-)
 # rollout_wait wraps the rollout from the driver's side, step_wall is the whole step, rollout_overlapped* measure
 # the overlap itself: none is one side's work
 NOT_A_STAGE = ("rollout_wait", "step_wall", "rollout_overlapped", "rollout_overlapped_fraction")
@@ -196,15 +189,24 @@ def run_once(config: Any, out: Path) -> dict[str, Any]:
     }
 
 
+def rollout_stages() -> tuple[str, ...]:
+    """The stages the rollout side times (``trainer.metrics.ROLLOUT_STAGES``; imported late, as every package
+    import here, so that ``main`` can put the checkout on the path first)."""
+    from waltz_ray.trainer.metrics import ROLLOUT_STAGES
+
+    return ROLLOUT_STAGES
+
+
 def split_sides(totals: dict[str, float]) -> tuple[float, float]:
     """(generation side, learner side) seconds from a run's summed per-stage times. The learner side is the step's
     wall time less its wait for the rollout (``step_wall - rollout_wait``) where the run logged both: with
     ``runtime.concurrent_updates`` (the default) the two agents' learner stages overlap each other, so their sum
     would overstate it; otherwise the sum of the learner stages."""
-    gen = sum(v for k, v in totals.items() if k in ROLLOUT_STAGES)
+    stages = rollout_stages()
+    gen = sum(v for k, v in totals.items() if k in stages)
     if "step_wall" in totals and "rollout_wait" in totals:
         return gen, totals["step_wall"] - totals["rollout_wait"]
-    learn = sum(v for k, v in totals.items() if k not in ROLLOUT_STAGES and k not in NOT_A_STAGE)
+    learn = sum(v for k, v in totals.items() if k not in stages and k not in NOT_A_STAGE)
     return gen, learn
 
 
@@ -225,10 +227,11 @@ def table(results: dict[str, dict[str, Any]], steps: int, prompts: int, gen: flo
             f"{res['total_tokens']:>9.0f}{res['dropped_stale']:>15g}{res['max_staleness_seen']:>10g}"
         )
     keys = sorted({k for res in results.values() for k in res["stage_totals_s"]})
-    keys = [k for k in ROLLOUT_STAGES if k in keys] + [k for k in keys if k not in ROLLOUT_STAGES]
+    stages = rollout_stages()
+    keys = [k for k in stages if k in keys] + [k for k in keys if k not in stages]
     lines += ["", f"{'per-stage mean s/step (time/*)':<32}" + "".join(f"{name:>10}" for name in results)]
     for key in keys:
-        side = "gen" if key in ROLLOUT_STAGES else ("-" if key in NOT_A_STAGE else "learn")
+        side = "gen" if key in stages else ("-" if key in NOT_A_STAGE else "learn")
         cells = "".join(f"{res['stage_totals_s'].get(key, 0.0) / res['steps']:>10.3f}" for res in results.values())
         lines.append(f"  {key + ' [' + side + ']':<30}{cells}")
     sync = results["sync"]
