@@ -1,8 +1,10 @@
 """The actors that hold no model: the judge host and the rollout host (the producer).
 
-They live apart from ``runtime.actors`` so that their processes import neither torch nor transformers (about 4 CPU
-seconds of start-up each, the rule judge and the rollout loop use neither); a judge that loads a model imports them
-when it is built. ``runtime.actors`` re-exports them.
+They live apart from ``runtime.actors`` so that importing their classes pulls in neither torch nor transformers
+(about 4 CPU seconds of start-up each, the rule judge and the rollout loop use neither): the rule judge's actor peak
+RSS fell from 311 to 131 MB. The rollout actor still ends up with torch loaded (about 315 MB), through something it
+is sent; that is not traced yet. A judge that loads a model imports them when it is built. ``runtime.actors``
+re-exports them.
 """
 
 from __future__ import annotations
