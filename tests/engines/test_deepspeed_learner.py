@@ -424,3 +424,54 @@ def test_world2_ray_actors_match_whole_batch_update(
     assert {k: v.shape for k, v in full.items()} == reference_shapes
     result = fresh.load_state_dict(full, strict=False)
     assert not result.missing_keys and not result.unexpected_keys
+
+
+@pytest.mark.slow
+def test_world2_ray_actors_reduce_the_fused_importance_figures(ray_session: Any, model_dir: Path) -> None:
+    """Two ZeRO-3 ranks behind the driver's proxy, one epoch on a stale batch with ``off_policy``: each rank weights
+    its own rows, and the offpolicy_* figures returned are the whole batch's (all-reduced), as are the weights.
+    (The same check with two gloo processes outside Ray: figures equal torch's to 1e-7, weights 1.1e-6 at ZeRO-0 and
+    1.02e-5 at ZeRO-3.)"""
+    from transformers import AutoTokenizer
+
+    from waltz_ray.engines.deepspeed_learner import LearnerWorker
+    from waltz_ray.runtime.proxies import Pool, RemoteLearnerGroup
+
+    ray = ray_session
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    batch, advantages, ref_offset = fixed_inputs(len(tokenizer), tokenizer.pad_token_id)
+    algorithm = AlgorithmConfig(**{**ALGORITHM, "ppo_epochs": 1})
+    torch.manual_seed(0)
+    reference = TorchLearner(load_model(model_dir), load_model(model_dir), LearnerConfig(**LEARNER), algorithm)
+    old, ref = reference.logprobs(batch)
+    assert old is not None and ref is not None
+    ref = ref + ref_offset
+    off = stale_off_policy(batch, old)
+    expected = reference.update(batch, None, ref, advantages, off_policy=off)
+    initial = {k: v.clone() for k, v in load_model(model_dir).state_dict().items()}
+
+    worker_cls = ray.remote(num_cpus=0.5)(LearnerWorker)
+    workers = [worker_cls.remote() for _ in range(2)]
+    try:
+        port = ray.get(workers[0].pick_master_port.remote(), timeout=120)
+        learner_cfg = LearnerConfig(**LEARNER, backend="deepspeed", zero_stage=3, num_workers=2)
+        ray.get(
+            [
+                w.setup.remote(str(model_dir), rank, 2, "127.0.0.1", port, learner_cfg, algorithm)
+                for rank, w in enumerate(workers)
+            ],
+            timeout=180,
+        )
+        group = RemoteLearnerGroup(Pool("feedback_learner", workers), timeout_s=120)  # as the driver sends it
+        stats = group.update(batch, None, ref, advantages, off_policy=off)
+        full = ray.get([w.state_dict_for_sync.remote() for w in workers], timeout=120)[0]
+    finally:
+        for w in workers:
+            ray.kill(w)
+    want = [getattr(expected, f) for f in OFF_POLICY_FIELDS]
+    assert want[0] > 0 and want[2] > 0
+    # rank 0's answer; its own shard alone would give about half the token fraction
+    assert [getattr(stats, f) for f in OFF_POLICY_FIELDS] == pytest.approx(want, rel=1e-6) and not stats.skipped
+    assert stats.ref_kl == pytest.approx(expected.ref_kl, rel=1e-5) and group.policy_version == 1
+    assert max_diff(full, initial) > 100 * ATOL
+    assert max_diff(full, dict(reference.policy.state_dict())) < FUSED_TORCH_ATOL
