@@ -43,9 +43,11 @@ Held equal, and how:
   1e-8, no weight decay) at a constant learning rate, gradient norm clipped to 1.0; sampling at temperature 1.0,
   top_p 1.0, no top_k. TRL scores the policy once per step (no ``old_per_token_logps`` pass when generation and
   optimizer steps align) and the reference once. This project's synchronous rows do the same
-  (``AgentUpdate.on_policy``); its asynchronous row learns each batch one policy version late, so its learner also
-  scores the batch under the current policy for the truncated importance weights (the shipped algorithm's price
-  for the overlap). TRL: ``lr_scheduler_type="constant"``, ``bf16=False`` and ``gradient_checkpointing=False``
+  (``AgentUpdate.on_policy``), and so does its asynchronous row, which learns each batch one policy version late:
+  the update computes the truncated importance weights from its own forward pass (``OffPolicy``). Until that change
+  the learner scored each stale batch under the current policy in a separate no-grad pass first (0.53 s of a 2.1 s
+  learner step in docs/results.md's rounds, which were measured before it). TRL:
+  ``lr_scheduler_type="constant"``, ``bf16=False`` and ``gradient_checkpointing=False``
   (TRL's defaults are bf16 and checkpointing; this project uses neither).
 - threads: ``--threads`` torch intra-op threads (default 1) in every process: TRL's, the inline run's and each Ray
   actor's (``runtime.num_threads``). One, because on a loaded 2-core machine two OpenMP threads stall at every

@@ -181,7 +181,9 @@ class SimLearnerRank:
         self.busy.sleep(self.cost.logprobs_s(batch["tokens"], self.ranks, passes))
         return None, None
 
-    def update(self, batch: dict[str, int], old_logp: Any, ref_logp: Any, advantages: Any) -> dict[str, float]:
+    def update(
+        self, batch: dict[str, int], old_logp: Any, ref_logp: Any, advantages: Any, off_policy: Any = None
+    ) -> dict[str, float]:
         self.busy.sleep(self.cost.update_s(batch["tokens"], self.ranks))
         return {"loss": 0.0}
 

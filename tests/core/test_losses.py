@@ -15,6 +15,7 @@ from waltz_ray.core.losses import (
     kl_estimate,
     kl_penalty_loss,
     micro_batch_loss,
+    off_policy_summary,
     policy_loss,
     token_logprobs,
     token_sum_mean,
@@ -342,6 +343,133 @@ def test_truncated_is_weights_hand_computed() -> None:
     assert torch.allclose(weights, expected, atol=1e-6)
     with pytest.raises(ValueError, match="cap must be >= 1"):
         truncated_is_weights(target, behaviour, mask, cap=0.5)
+
+
+def importance_inputs() -> dict[str, Tensor]:
+    """Row 0 is stale (3 tokens, behaviour log-probs given), row 1 is current (stale mask 0, behaviour 0 there).
+    log-ratios on row 0: −1 + 1.5 = 0.5, −0.5 + 2 = 1.5 (exp 4.48, capped at 2), −2 + 0.5 = −1.5."""
+    return {
+        "logp": torch.tensor([[-1.0, -0.5, -2.0], [-1.0, -1.0, 0.0]], requires_grad=True),
+        "entropy": torch.zeros(2, 3),
+        "advantages": torch.tensor([[1.0, 1.0, -1.0], [0.5, 0.5, 0.0]]),
+        "mask": torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]),
+        "behaviour_logp": torch.tensor([[-1.5, -2.0, -0.5], [0.0, 0.0, 0.0]]),
+        "stale_mask": torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]),
+    }
+
+
+def importance_loss(
+    x: dict[str, Tensor], rows: slice = slice(None), ref: Tensor | None = None, **overrides: object
+) -> tuple[Tensor, MicroStats]:
+    kwargs: dict[str, object] = {
+        "clip_eps": 0.2,
+        "kl_in_loss": False,
+        "kl_estimator": "k3",
+        "kl_coef": 0.0,
+        "num_tokens": 8.0,  # the batch holds 8 action tokens, these two rows 5
+        "behaviour_logp": x["behaviour_logp"][rows],
+        "stale_mask": x["stale_mask"][rows],
+        "is_cap": 2.0,
+    }
+    kwargs.update(overrides)
+    return micro_batch_loss(
+        x["logp"][rows], x["entropy"][rows], None, ref, x["advantages"][rows], x["mask"][rows], **kwargs
+    )  # type: ignore[arg-type]
+
+
+def test_micro_batch_loss_weights_stale_tokens_on_its_own_log_probs() -> None:
+    """On-policy (ratio 1) with importance weighting: weights [e^0.5, 2 (capped from e^1.5), e^−1.5] on row 0, 1 on
+    the current row 1. loss = −Σ w·Â / 8 = −(e^0.5 + 2 − e^−1.5 + 0.5 + 0.5) / 8; each token's gradient −w·Â / 8.
+    Stats: 3 stale tokens, weights summing to e^0.5 + 2 + e^−1.5, one of them truncated."""
+    x = importance_inputs()
+    loss, stats = importance_loss(x)
+    e05, em15 = math.exp(0.5), math.exp(-1.5)
+    want = -(e05 + 2.0 - em15 + 0.5 + 0.5) / 8
+    assert float(loss.detach()) == pytest.approx(want, abs=1e-6)
+    assert stats.loss == pytest.approx(want, abs=1e-6)
+    assert (stats.offpolicy_tokens, stats.offpolicy_truncated) == (3.0, 1.0)
+    assert stats.offpolicy_weight_sum == pytest.approx(e05 + 2.0 + em15, abs=1e-6)
+    assert (stats.clip_fraction, stats.approx_kl) == (0.0, 0.0)  # the ratio is still 1: only the advantages moved
+    loss.backward()
+    grad = x["logp"].grad
+    assert grad is not None
+    want_grad = -torch.tensor([[e05 * 1.0, 2.0 * 1.0, em15 * -1.0], [0.5, 0.5, 0.0]]) / 8
+    assert torch.allclose(grad, want_grad, atol=1e-7)
+    # The logged figures: 3 of the batch's 8 tokens corrected, their mean weight, 1 of the 3 truncated.
+    fraction, mean, truncated = off_policy_summary(
+        stats.offpolicy_tokens, stats.offpolicy_weight_sum, stats.offpolicy_truncated, 8.0
+    )
+    assert (fraction, truncated) == (3 / 8, 1 / 3)
+    assert mean == pytest.approx((e05 + 2.0 + em15) / 3, abs=1e-6)
+    assert off_policy_summary(0.0, 0.0, 0.0, 8.0) == (0.0, 0.0, 0.0)  # nothing corrected: 0, not NaN
+
+
+def test_micro_batch_importance_figures_add_up_over_micro_batches() -> None:
+    """Row by row the losses and the off-policy sums add up to the two rows' (the current row adds nothing)."""
+    x = importance_inputs()
+    whole, whole_stats = importance_loss(x)
+    parts = [importance_loss(x, slice(i, i + 1)) for i in (0, 1)]
+    assert float(sum(loss.detach() for loss, _ in parts)) == pytest.approx(float(whole.detach()), abs=1e-6)
+    for field in ("offpolicy_tokens", "offpolicy_weight_sum", "offpolicy_truncated"):
+        assert sum(getattr(s, field) for _, s in parts) == pytest.approx(getattr(whole_stats, field), abs=1e-6)
+    assert (parts[1][1].offpolicy_tokens, parts[1][1].offpolicy_weight_sum) == (0.0, 0.0)
+
+
+def test_micro_batch_importance_weighting_equals_weighting_the_advantages_first() -> None:
+    """The fused weighting is the separate-pass one: advantages multiplied by ``truncated_is_weights`` of the same
+    log-probs before the loss give the same loss and gradient (and the KL term is untouched by the weights)."""
+    x = importance_inputs()
+    ref = x["logp"].detach() - 0.3
+    fused, fused_stats = importance_loss(x, ref=ref, kl_in_loss=True, kl_coef=0.1)
+    fused.backward()
+    fused_grad = x["logp"].grad.clone()  # type: ignore[union-attr]
+    x["logp"].grad = None
+    weights = truncated_is_weights(x["logp"].detach(), x["behaviour_logp"], x["stale_mask"], 2.0)
+    separate, separate_stats = micro_batch_loss(
+        x["logp"],
+        x["entropy"],
+        x["logp"].detach(),
+        ref,
+        x["advantages"] * weights,
+        x["mask"],
+        clip_eps=0.2,
+        kl_in_loss=True,
+        kl_estimator="k3",
+        kl_coef=0.1,
+        num_tokens=8.0,
+    )
+    assert fused_stats.ref_kl == pytest.approx(separate_stats.ref_kl, abs=1e-7) and fused_stats.ref_kl > 0
+    separate.backward()
+    assert torch.allclose(fused_grad, x["logp"].grad, atol=1e-7)  # type: ignore[arg-type]
+    assert float(fused.detach()) == pytest.approx(float(separate.detach()), abs=1e-7)
+    assert separate_stats.offpolicy_tokens == 0.0  # the separate path counts nothing in the loss
+
+
+def test_micro_batch_importance_weighting_is_refused_off_policy_or_half_given() -> None:
+    x = importance_inputs()
+    with pytest.raises(ValueError, match="on-policy updates"):
+        micro_batch_loss(
+            x["logp"],
+            x["entropy"],
+            x["logp"].detach(),
+            None,
+            x["advantages"],
+            x["mask"],
+            clip_eps=0.2,
+            kl_in_loss=False,
+            kl_estimator="k3",
+            kl_coef=0.0,
+            num_tokens=8.0,
+            behaviour_logp=x["behaviour_logp"],
+            stale_mask=x["stale_mask"],
+            is_cap=2.0,
+        )
+    with pytest.raises(ValueError, match="together"):
+        importance_loss(x, is_cap=None)
+    with pytest.raises(ValueError, match="stale_mask shape"):
+        importance_loss(x, stale_mask=x["stale_mask"][:, :2])
+    with pytest.raises(ValueError, match="cap must be >= 1"):
+        importance_loss(x, is_cap=0.5)
 
 
 def test_unscored_positions_cannot_poison_the_gradient() -> None:

@@ -29,7 +29,8 @@ import pytest
 import torch
 
 from waltz_ray.config import AlgorithmConfig, LearnerConfig
-from waltz_ray.engines.learner import TokenBatch, TorchLearner, make_batch
+from waltz_ray.core.losses import off_policy_summary, truncated_is_weights
+from waltz_ray.engines.learner import OffPolicy, TokenBatch, TorchLearner, make_batch
 from waltz_ray.types import Completion
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -228,6 +229,124 @@ def test_world1_zero_stages_match_torch_and_checkpoints_round_trip(model_dir: Pa
         assert r["version"] == 2 and not r["skipped"]
 
 
+# ------------------------------------------------------------------------------- world size 1, fused importance weights
+OFF_POLICY_FIELDS = ("offpolicy_token_fraction", "offpolicy_is_weight_mean", "offpolicy_is_truncated")
+# DeepSpeed against torch after ONE AdamW step from fresh moments: the step is lr·g/(|g| + eps), which turns the
+# summation-order ulps of a near-zero gradient into a visible difference. Measured: ZeRO-0 0.0, ZeRO-3 1.02e-5 (both
+# paths alike) against an update of 1.1e-2; 5e-5 is 0.5% of it. The fused/separate comparison is the tight one.
+FUSED_TORCH_ATOL = 5e-5
+
+
+def stale_off_policy(batch: TokenBatch, old: torch.Tensor) -> OffPolicy:
+    """Rows 0, 2 and 3 of ``fixed_inputs`` stale, their behaviour log-probs the learner's offset by U(−1.2, 0.6): some
+    weights capped at 2, some below 1."""
+    mask = batch.action_mask
+    stale = mask * torch.tensor([[1.0], [0.0], [1.0], [1.0], [0.0]])
+    offsets = torch.empty(mask.shape).uniform_(-1.2, 0.6, generator=torch.Generator().manual_seed(7))
+    return OffPolicy((old + offsets) * stale, stale, 2.0)
+
+
+def world1_fused_main(model_dir: str, out_json: str) -> None:
+    """Subprocess body: one epoch on a stale batch, ZeRO 0 and 3, each with the separate scoring pass (weights applied
+    to the advantages from ``logprobs``) and fused (``off_policy`` on the update's own forward pass), against the
+    plain-torch learner's fused update."""
+    from transformers import AutoTokenizer
+
+    from waltz_ray.engines.deepspeed_learner import DeepSpeedLearner
+    from waltz_ray.engines.distributed import free_port, init_distributed
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    batch, advantages, ref_offset = fixed_inputs(len(tokenizer), tokenizer.pad_token_id)
+    algorithm = AlgorithmConfig(**{**ALGORITHM, "ppo_epochs": 1})
+    torch.manual_seed(0)
+    reference = TorchLearner(load_model(model_dir), load_model(model_dir), LearnerConfig(**LEARNER), algorithm)
+    initial = {k: v.clone() for k, v in reference.policy.state_dict().items()}
+    old, ref = reference.logprobs(batch)
+    assert old is not None and ref is not None
+    ref = ref + ref_offset
+    off = stale_off_policy(batch, old)
+    expected_stats = reference.update(batch, None, ref, advantages, off_policy=off)
+    expected = {k: v.clone() for k, v in reference.policy.state_dict().items()}
+    init_distributed(0, 1, "127.0.0.1", free_port(), timeout_s=120)
+    results: dict[str, Any] = {
+        "expected": {f: getattr(expected_stats, f) for f in (*OFF_POLICY_FIELDS, "ref_kl", "loss", "grad_norm")},
+        "weights": {"capped": 0.0, "below_one": 0.0},
+    }
+    for stage in (0, 3):
+        after: dict[str, dict[str, torch.Tensor]] = {}
+        for path in ("separate", "fused"):
+            learner = DeepSpeedLearner(
+                load_model(model_dir),
+                load_model(model_dir),
+                LearnerConfig(**LEARNER, backend="deepspeed", zero_stage=stage),
+                algorithm,
+            )
+            if path == "separate":
+                old_ds, _ = learner.logprobs(batch, with_reference=False)
+                assert old_ds is not None
+                weights = truncated_is_weights(old_ds, off.behaviour_logp, off.stale_mask, off.cap)
+                stale = off.stale_mask
+                results["weights"] = {
+                    "capped": float(((weights >= off.cap) * stale).sum()),
+                    "below_one": float(((weights < 1.0) * stale).sum()),
+                }
+                stats = learner.update(batch, old_ds, ref, advantages * weights)
+                figures = off_policy_summary(
+                    float(stale.sum()),
+                    float((weights * stale).sum()),
+                    float(((weights >= off.cap) * stale).sum()),
+                    batch.num_tokens,
+                )
+            else:
+                stats = learner.update(batch, None, ref, advantages, off_policy=off)
+                figures = tuple(getattr(stats, f) for f in OFF_POLICY_FIELDS)
+            after[path] = learner.state_dict_for_sync()
+            results[f"{stage}/{path}"] = {
+                "vs_torch": max_diff(after[path], expected),
+                "update_size": max_diff(after[path], initial),
+                "figures": list(figures),
+                "loss": stats.loss,
+                "grad_norm": stats.grad_norm,
+                "ref_kl": stats.ref_kl,
+                "skipped": stats.skipped,
+            }
+            del learner
+        results[f"{stage}/fused_vs_separate"] = max_diff(after["fused"], after["separate"])
+    Path(out_json).write_text(json.dumps(results, indent=1))
+
+
+@pytest.mark.slow  # four DeepSpeed engines in a subprocess
+def test_world1_fused_importance_weights_match_the_separate_pass_and_torch(model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fused.json"
+    code = (
+        "import sys; from tests.engines.test_deepspeed_learner import world1_fused_main; "
+        "world1_fused_main(*sys.argv[1:])"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(model_dir), str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    results = json.loads(out.read_text())
+    print(json.dumps({k: v for k, v in results.items() if k.endswith("fused_vs_separate")}))
+    assert results["weights"]["capped"] > 0 and results["weights"]["below_one"] > 0
+    expected = results["expected"]
+    for stage in (0, 3):
+        assert results[f"{stage}/fused_vs_separate"] < 1e-7, f"stage {stage}: {results}"
+        for path in ("separate", "fused"):
+            r = results[f"{stage}/{path}"]
+            assert not r["skipped"] and r["update_size"] > 100 * ATOL, f"stage {stage} {path}: {r}"
+            assert r["vs_torch"] < FUSED_TORCH_ATOL, f"stage {stage} {path}: {r}"
+            assert r["figures"] == pytest.approx([expected[f] for f in OFF_POLICY_FIELDS], rel=1e-6), (stage, path)
+            assert abs(r["grad_norm"] - expected["grad_norm"]) < 1e-5 * expected["grad_norm"], (stage, path)
+        assert results[f"{stage}/fused"]["ref_kl"] == pytest.approx(expected["ref_kl"], rel=1e-5)
+
+
 # ------------------------------------------------------------------------------------------------- world size 2
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
@@ -305,3 +424,54 @@ def test_world2_ray_actors_match_whole_batch_update(
     assert {k: v.shape for k, v in full.items()} == reference_shapes
     result = fresh.load_state_dict(full, strict=False)
     assert not result.missing_keys and not result.unexpected_keys
+
+
+@pytest.mark.slow
+def test_world2_ray_actors_reduce_the_fused_importance_figures(ray_session: Any, model_dir: Path) -> None:
+    """Two ZeRO-3 ranks behind the driver's proxy, one epoch on a stale batch with ``off_policy``: each rank weights
+    its own rows, and the offpolicy_* figures returned are the whole batch's (all-reduced), as are the weights.
+    (The same check with two gloo processes outside Ray: figures equal torch's to 1e-7, weights 1.1e-6 at ZeRO-0 and
+    1.02e-5 at ZeRO-3.)"""
+    from transformers import AutoTokenizer
+
+    from waltz_ray.engines.deepspeed_learner import LearnerWorker
+    from waltz_ray.runtime.proxies import Pool, RemoteLearnerGroup
+
+    ray = ray_session
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    batch, advantages, ref_offset = fixed_inputs(len(tokenizer), tokenizer.pad_token_id)
+    algorithm = AlgorithmConfig(**{**ALGORITHM, "ppo_epochs": 1})
+    torch.manual_seed(0)
+    reference = TorchLearner(load_model(model_dir), load_model(model_dir), LearnerConfig(**LEARNER), algorithm)
+    old, ref = reference.logprobs(batch)
+    assert old is not None and ref is not None
+    ref = ref + ref_offset
+    off = stale_off_policy(batch, old)
+    expected = reference.update(batch, None, ref, advantages, off_policy=off)
+    initial = {k: v.clone() for k, v in load_model(model_dir).state_dict().items()}
+
+    worker_cls = ray.remote(num_cpus=0.5)(LearnerWorker)
+    workers = [worker_cls.remote() for _ in range(2)]
+    try:
+        port = ray.get(workers[0].pick_master_port.remote(), timeout=120)
+        learner_cfg = LearnerConfig(**LEARNER, backend="deepspeed", zero_stage=3, num_workers=2)
+        ray.get(
+            [
+                w.setup.remote(str(model_dir), rank, 2, "127.0.0.1", port, learner_cfg, algorithm)
+                for rank, w in enumerate(workers)
+            ],
+            timeout=180,
+        )
+        group = RemoteLearnerGroup(Pool("feedback_learner", workers), timeout_s=120)  # as the driver sends it
+        stats = group.update(batch, None, ref, advantages, off_policy=off)
+        full = ray.get([w.state_dict_for_sync.remote() for w in workers], timeout=120)[0]
+    finally:
+        for w in workers:
+            ray.kill(w)
+    want = [getattr(expected, f) for f in OFF_POLICY_FIELDS]
+    assert want[0] > 0 and want[2] > 0
+    # rank 0's answer; its own shard alone would give about half the token fraction
+    assert [getattr(stats, f) for f in OFF_POLICY_FIELDS] == pytest.approx(want, rel=1e-6) and not stats.skipped
+    assert stats.ref_kl == pytest.approx(expected.ref_kl, rel=1e-5) and group.policy_version == 1
+    assert max_diff(full, initial) > 100 * ATOL
+    assert max_diff(full, dict(reference.policy.state_dict())) < FUSED_TORCH_ATOL

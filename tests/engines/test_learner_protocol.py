@@ -1,10 +1,14 @@
 """The learner seam: TorchLearner, DeepSpeedLearner and RemoteLearnerGroup are ``Learner``s (runtime-checkable
 Protocol, same parameter names), the Ray learner hosts expose the methods the runtime calls by delegating to their
-learner, and a learner picks the KL estimator from the registry (k3 where the KL is in the loss, k1 refused there)."""
+learner, and a learner picks the KL estimator from the registry (k3 where the KL is in the loss, k1 refused there).
+An on-policy update that reweights stale tokens on its own forward pass (``OffPolicy``) steps exactly as the
+separate-scoring-pass path does."""
 
 from __future__ import annotations
 
 import inspect
+import math
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +16,10 @@ import pytest
 import torch
 
 from waltz_ray.config import AlgorithmConfig, LearnerConfig
+from waltz_ray.core.losses import off_policy_summary, truncated_is_weights
 from waltz_ray.engines.base import Learner
 from waltz_ray.engines.deepspeed_learner import DeepSpeedLearner, LearnerWorker
-from waltz_ray.engines.learner import LEARNER_STATE, TorchLearner, kl_settings, make_batch
+from waltz_ray.engines.learner import LEARNER_STATE, OffPolicy, TorchLearner, kl_settings, make_batch
 from waltz_ray.runtime.actors import DeepSpeedLearnerHost, TorchLearnerHost
 from waltz_ray.runtime.proxies import Pool, RemoteLearnerGroup
 from waltz_ray.types import Completion
@@ -130,3 +135,98 @@ def test_a_configured_k1_in_the_loss_is_refused(name: str) -> None:
         kl_settings(AlgorithmConfig(advantage_estimator=name, samples_per_prompt=2, kl_estimator="k1"))
     # without a KL term there is nothing to refuse
     assert torch_learner(advantage_estimator=name, samples_per_prompt=2, kl_estimator="k1", kl_coef=0.0)
+
+
+# ------------------------------------------------------------------------------------- importance weights, fused
+GRPO = {"advantage_estimator": "grpo", "samples_per_prompt": 2, "kl_coef": 0.1}
+
+
+def stale_inputs(learner: TorchLearner) -> tuple[Any, torch.Tensor, torch.Tensor, OffPolicy]:
+    """Four rows, micro-batches of two: rows 0 and 2 stale (their behaviour log-probs offset from the learner's by
+    −1, +0.3, −0.2, ... so one weight is capped, one below 1), rows 1 and 3 current. Returns the batch, advantages,
+    reference log-probs (the reference's, shifted so the KL term has a gradient) and the OffPolicy."""
+    rows = [((5, 6, 7), (11, 12, 2)), ((5, 6), (13, 14)), ((9,), (20, 21, 22, 23)), ((5, 8), (30, 31))]
+    batch = make_batch([Completion(text="", prompt_token_ids=s, token_ids=a) for s, a in rows], 0)
+    old, ref = learner.logprobs(batch)
+    assert old is not None and ref is not None
+    mask = batch.action_mask
+    stale = mask * torch.tensor([[1.0], [0.0], [1.0], [0.0]])
+    offsets = torch.tensor([-1.0, 0.3, -0.2, 0.5, -0.9, 0.1]).repeat(4)[: mask.numel()].reshape(mask.shape)
+    behaviour = (old + offsets) * stale
+    advantages = torch.tensor([[1.0], [-1.0], [0.5], [-0.5]]) * mask
+    return batch, advantages, (ref - 0.2) * mask, OffPolicy(behaviour, stale, 2.0)
+
+
+def test_off_policy_rows_pickle_and_validation() -> None:
+    off = OffPolicy(torch.arange(6.0).reshape(3, 2), torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]]), 2.0)
+    assert torch.equal(off.rows(slice(1, 3)).behaviour_logp, off.behaviour_logp[1:3])
+    picked = off.rows(torch.tensor([2, 0]))  # DeepSpeed ranks take their rows by index tensor
+    assert torch.equal(picked.stale_mask, torch.tensor([[1.0, 1.0], [1.0, 0.0]])) and picked.cap == 2.0
+    again = pickle.loads(pickle.dumps(off))  # Ray sends it to the learner actors
+    assert torch.equal(again.behaviour_logp, off.behaviour_logp) and again.cap == off.cap
+    with pytest.raises(ValueError, match="shapes differ"):
+        OffPolicy(torch.zeros(3, 2), torch.zeros(3, 3), 2.0)
+    with pytest.raises(ValueError, match="cap must be >= 1"):
+        OffPolicy(torch.zeros(3, 2), torch.zeros(3, 2), 0.5)
+
+
+def test_fused_importance_weights_step_like_the_separate_scoring_pass() -> None:
+    """Two identical learners on a stale batch: one scores the policy first and updates on advantages weighted by
+    ``truncated_is_weights`` of those log-probs (the separate pass), the other updates on-policy with ``OffPolicy``.
+    With one epoch the update's forward pass is the pre-update policy (train and eval mode agree: no dropout), so the
+    weights, the step and the logged figures agree to float rounding (measured: bit-identical here)."""
+    separate, fused = torch_learner(**GRPO), torch_learner(**GRPO)
+    batch, advantages, ref, off = stale_inputs(separate)
+    old, _ = separate.logprobs(batch, with_reference=False)
+    assert old is not None
+    weights = truncated_is_weights(old, off.behaviour_logp, off.stale_mask, off.cap)
+    stale = off.stale_mask
+    assert bool(((weights >= off.cap) * stale).any()) and bool(((weights < 1.0) * stale).any())
+    want = off_policy_summary(
+        float(stale.sum()),
+        float((weights * stale).sum()),
+        float(((weights >= off.cap) * stale).sum()),
+        batch.num_tokens,
+    )
+    separate_stats = separate.update(batch, old, ref, advantages * weights)
+    fused_stats = fused.update(batch, None, ref, advantages, off_policy=off)
+    assert not separate_stats.skipped and not fused_stats.skipped
+    before = torch_learner(**GRPO).policy.state_dict()
+    moved = max(float((v - before[k]).abs().max()) for k, v in fused.policy.state_dict().items())
+    assert moved > 1e-4  # the step is large enough for a difference to show
+    for name, value in separate.policy.state_dict().items():
+        assert torch.allclose(fused.policy.state_dict()[name], value, rtol=0.0, atol=1e-7), name
+    for field in ("loss", "grad_norm", "entropy", "clip_fraction"):
+        assert getattr(fused_stats, field) == pytest.approx(getattr(separate_stats, field), rel=1e-6, abs=1e-8), field
+    got = (
+        fused_stats.offpolicy_token_fraction,
+        fused_stats.offpolicy_is_weight_mean,
+        fused_stats.offpolicy_is_truncated,
+    )
+    assert got == pytest.approx(want, rel=1e-6)
+    assert want[0] == pytest.approx(7 / batch.num_tokens) and want[2] > 0  # rows 0 and 2: 3 + 4 action tokens
+    # the separate path's update knows nothing of the weights: its offpolicy_* stay NaN
+    assert math.isnan(separate_stats.offpolicy_token_fraction) and math.isnan(separate_stats.offpolicy_is_truncated)
+
+
+def test_fused_importance_weights_need_an_on_policy_single_epoch_update() -> None:
+    learner = torch_learner(**GRPO)
+    batch, advantages, ref, off = stale_inputs(learner)
+    old, _ = learner.logprobs(batch, with_reference=False)
+    with pytest.raises(ValueError, match="off_policy is for an on-policy update"):
+        learner.update(batch, old, ref, advantages, off_policy=off)
+    two_epochs = torch_learner(**GRPO, ppo_epochs=2)
+    with pytest.raises(ValueError, match="single-epoch"):
+        two_epochs.update(batch, None, ref, advantages, off_policy=off)
+    assert learner.policy_version == two_epochs.policy_version == 0
+
+
+def test_host_passes_off_policy_to_its_learner(monkeypatch: pytest.MonkeyPatch) -> None:
+    import waltz_ray.engines.hf as hf
+
+    monkeypatch.setattr(hf, "load_model_and_tokenizer", lambda path, dtype="float32": (tiny_model(), None))
+    build = {"learner": LearnerConfig(lr=1e-3), "algorithm": AlgorithmConfig(**GRPO), "num_cpus": 1.0}
+    host = TorchLearnerHost("unused", "float32", **build)  # type: ignore[arg-type]
+    batch, advantages, ref, off = stale_inputs(host.learner)
+    stats = host.update(batch, None, ref, advantages, off)
+    assert stats.offpolicy_token_fraction == pytest.approx(7 / batch.num_tokens) and host.get_policy_version() == 1

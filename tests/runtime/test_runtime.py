@@ -461,7 +461,7 @@ class _RecordedLearner:
     def __getattr__(self, attr: str) -> Any:  # policy_version, logprobs, state_dict_ref, save_state, ...
         return getattr(self.inner, attr)
 
-    def update(self, *args: Any) -> Any:
+    def update(self, *args: Any, **kwargs: Any) -> Any:
         log, cond, sent = self.shared["log"], self.shared["cond"], self.shared["sent"]
         with cond:
             sent[self.name] += 1
@@ -470,7 +470,7 @@ class _RecordedLearner:
             if self.wait_for_other and not cond.wait_for(lambda: all(sent.values()), timeout=self.timeout_s):
                 others = [a for a, n in sent.items() if not n]
                 raise AssertionError(f"{self.name}'s update went out alone: no update sent to {others} meanwhile")
-        stats = self.inner.update(*args)
+        stats = self.inner.update(*args, **kwargs)
         with cond:
             log.append(("answered", self.name))
         return stats

@@ -152,6 +152,12 @@ class MicroStats:
 
     ref_kl: KL(π_old ‖ π_ref) of the policy before the step (``old_logp``; on-policy ``logp`` detached) with the
     given KL estimator; NaN when no reference log-probs were given.
+
+    The off-policy figures are plain sums over this micro-batch's stale tokens (0 without importance weighting in the
+    loss), not shares: summed over micro-batches and ranks they give the batch's totals, which
+    ``off_policy_summary`` turns into the logged fraction, mean weight and truncated share.
+    offpolicy_tokens: stale tokens corrected; offpolicy_weight_sum: their importance weights summed;
+    offpolicy_truncated: how many of them the cap truncated (weight at the cap).
     """
 
     loss: float
@@ -159,6 +165,20 @@ class MicroStats:
     approx_kl: float
     entropy: float
     ref_kl: float
+    offpolicy_tokens: float = 0.0
+    offpolicy_weight_sum: float = 0.0
+    offpolicy_truncated: float = 0.0
+
+
+def off_policy_summary(
+    corrected: float, weight_sum: float, truncated: float, num_tokens: float
+) -> tuple[float, float, float]:
+    """(share of the batch's action tokens that were corrected, mean importance weight over them, share of them the
+    cap truncated) from the batch's totals; the means are 0 rather than NaN when nothing was corrected. The figures
+    ``AgentUpdate`` logs as ``<agent>/offpolicy_token_fraction``, ``offpolicy_is_weight_mean`` and
+    ``offpolicy_is_truncated``, whether the weights came from a separate scoring pass or from the update's own."""
+    per_corrected = max(corrected, 1.0)
+    return corrected / max(num_tokens, 1.0), weight_sum / per_corrected, truncated / per_corrected
 
 
 def micro_batch_loss(
@@ -174,6 +194,9 @@ def micro_batch_loss(
     kl_estimator: str,
     kl_coef: float,
     num_tokens: float,
+    behaviour_logp: Tensor | None = None,
+    stale_mask: Tensor | None = None,
+    is_cap: float | None = None,
 ) -> tuple[Tensor, MicroStats]:
     """The loss of one micro-batch of a learner update (torch and DeepSpeed learners both call this), and its stats.
 
@@ -182,9 +205,35 @@ def micro_batch_loss(
     ``old_logp`` None is an on-policy update: the old log-probs are ``logp`` detached (the ratio is 1) and
     ``MicroStats.ref_kl`` measures the KL to the reference on the same forward pass.
 
-    Shapes: logp, entropy, old_logp, ref_logp, advantages, mask [B, T] → (scalar loss with grad, MicroStats).
+    Importance weighting in the loss (``behaviour_logp``, ``stale_mask`` and ``is_cap`` together, only with
+    ``old_logp`` None): the advantages are first multiplied by
+    ``truncated_is_weights(logp.detach(), behaviour_logp, stale_mask, is_cap)``, the weights a separate scoring pass
+    of the pre-update policy would give (here ``logp`` IS the pre-update policy: one epoch, one optimizer step after
+    the last micro-batch), and ``MicroStats`` counts the stale tokens, their weights and the truncated ones.
+
+    Shapes: logp, entropy, old_logp, ref_logp, advantages, mask, behaviour_logp, stale_mask [B, T]
+    → (scalar loss with grad, MicroStats).
     """
     old = logp.detach() if old_logp is None else old_logp
+    corrected = weight_sum = truncated = 0.0
+    if behaviour_logp is not None or stale_mask is not None or is_cap is not None:
+        if behaviour_logp is None or stale_mask is None or is_cap is None:
+            raise ValueError("importance weighting in the loss needs behaviour_logp, stale_mask and is_cap together")
+        if old_logp is not None:
+            raise ValueError(
+                "importance weighting in the loss is for on-policy updates (old_logp None), whose forward pass gives "
+                "the pre-update log-probs; with old_logp given, weight the advantages before the update"
+            )
+        for name, other in (("behaviour_logp", behaviour_logp), ("stale_mask", stale_mask)):
+            if other.shape != logp.shape:
+                raise ValueError(f"{name} shape {tuple(other.shape)} differs from logp shape {tuple(logp.shape)}")
+        weights = truncated_is_weights(old, behaviour_logp, stale_mask, is_cap)
+        advantages = advantages * weights
+        stale = stale_mask > 0
+        stale_weights = weights[stale]
+        corrected = float(stale.sum())
+        weight_sum = float(stale_weights.sum())
+        truncated = float((stale_weights >= is_cap).sum())
     loss, pstats = policy_loss(logp, old, advantages, mask, clip_eps=clip_eps, num_tokens=num_tokens)
     if kl_in_loss and kl_coef > 0:
         if ref_logp is None:
@@ -202,6 +251,9 @@ def micro_batch_loss(
         approx_kl=pstats.approx_kl * share,
         entropy=float((entropy.detach() * mask).sum()) / total,
         ref_kl=ref_kl,
+        offpolicy_tokens=corrected,
+        offpolicy_weight_sum=weight_sum,
+        offpolicy_truncated=truncated,
     )
 
 

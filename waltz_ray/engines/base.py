@@ -12,7 +12,7 @@ from waltz_ray.types import Completion, GenerationParams, JudgeVerdict, Message,
 if TYPE_CHECKING:
     import torch
 
-    from waltz_ray.engines.learner import TokenBatch, UpdateStats
+    from waltz_ray.engines.learner import OffPolicy, TokenBatch, UpdateStats
 
 
 @runtime_checkable
@@ -72,11 +72,14 @@ class Learner(Protocol):
         old_logp: torch.Tensor | None,
         ref_logp: torch.Tensor | None,
         advantages: torch.Tensor,
+        off_policy: OffPolicy | None = None,
     ) -> UpdateStats:
         """One optimizer step per PPO epoch (over micro-batches) of ``core.losses.micro_batch_loss``: the clipped
         policy loss, plus the KL to the reference where the advantage estimator puts it in the loss
         (``core.advantages.estimator_spec(name).kl_in_loss``; ``ref_logp`` is then required). ``old_logp`` None means
-        on-policy (the update's own forward pass gives them, and ``UpdateStats.ref_kl`` is measured on it)."""
+        on-policy (the update's own forward pass gives them, and ``UpdateStats.ref_kl`` is measured on it).
+        ``off_policy`` (with ``old_logp`` None only): stale tokens whose advantages that same pass reweights by
+        truncated importance weights, reported in ``UpdateStats.offpolicy_*``."""
         ...
 
     def save_pretrained(self, path: str | Path) -> None:

@@ -45,7 +45,17 @@ from waltz_ray.engines.distributed import (
     free_port,
     init_distributed,
 )
-from waltz_ray.engines.learner import LearnerHost, TokenBatch, UpdateStats, kl_settings, sequence_logprobs
+from waltz_ray.engines.learner import (
+    LearnerHost,
+    OffPolicy,
+    TokenBatch,
+    UpdateStats,
+    check_update_arguments,
+    importance_inputs,
+    kl_settings,
+    sequence_logprobs,
+    with_off_policy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -167,22 +177,23 @@ class DeepSpeedLearner:
         old_logp: torch.Tensor | None,
         ref_logp: torch.Tensor | None,
         advantages: torch.Tensor,
+        off_policy: OffPolicy | None = None,
     ) -> UpdateStats:
         """PPO-clipped policy-gradient epochs over this rank's shard; one optimizer step per epoch.
 
-        Every rank passes the whole batch (and whole old/ref/advantage tensors); the returned stats are global
-        (summed over ranks) and identical on every rank. ``old_logp`` None: an on-policy single-epoch update (see
-        ``TorchLearner.update``).
+        Every rank passes the whole batch (and whole old/ref/advantage tensors and ``off_policy``); the returned
+        stats are global (summed over ranks) and identical on every rank. ``old_logp`` None: an on-policy
+        single-epoch update, ``off_policy`` its stale tokens to reweight (see ``TorchLearner.update``).
         """
-        if old_logp is None and self.algorithm.ppo_epochs != 1:
-            raise ValueError("old_logp may be omitted only for a single-epoch update (algorithm.ppo_epochs: 1)")
+        check_update_arguments(old_logp, off_policy, self.algorithm.ppo_epochs)
         total = batch.num_tokens
         micro = self._micro_batches(batch)
         stats: list[UpdateStats] = []
         self.engine.train()
         for _ in range(self.algorithm.ppo_epochs):
-            # loss, clip fraction, approx KL, entropy, KL to the reference (each a share of the batch's figure)
-            sums = torch.zeros(5, dtype=torch.float64)
+            # loss, clip fraction, approx KL, entropy, KL to the reference (each a share of the batch's figure), then
+            # the off-policy sums: stale tokens corrected, their importance weights, how many the cap truncated
+            sums = torch.zeros(8, dtype=torch.float64)
             for step, (index, part) in enumerate(micro):
                 self.engine.set_gradient_accumulation_boundary(step == len(micro) - 1)
                 logp, entropy = sequence_logprobs(
@@ -202,6 +213,7 @@ class DeepSpeedLearner:
                     kl_estimator=self.kl_estimator,
                     kl_coef=self.algorithm.kl_coef,
                     num_tokens=total,
+                    **importance_inputs(off_policy, rows, self.device),
                 )
                 weight = float(self.world_size) if index is not None else 0.0
                 # DeepSpeed averages gradients over ranks; x world_size turns the average into the global sum.
@@ -210,13 +222,27 @@ class DeepSpeedLearner:
                     continue
                 on_policy_kl = stat.ref_kl if old_logp is None else 0.0
                 sums += torch.tensor(
-                    [stat.loss, stat.clip_fraction, stat.approx_kl, stat.entropy, on_policy_kl], dtype=torch.float64
+                    [
+                        stat.loss,
+                        stat.clip_fraction,
+                        stat.approx_kl,
+                        stat.entropy,
+                        on_policy_kl,
+                        stat.offpolicy_tokens,
+                        stat.offpolicy_weight_sum,
+                        stat.offpolicy_truncated,
+                    ],
+                    dtype=torch.float64,
                 )
             reduced = self._all_reduce(sums)
             stats.append(self._step(reduced[:4]))
         self.engine.eval()
         self.policy_version += 1
-        return replace(stats[-1], ref_kl=float(reduced[4])) if old_logp is None else stats[-1]
+        if old_logp is not None:
+            return stats[-1]
+        corrected, weight_sum, truncated = (float(v) for v in reduced[5:8])
+        on_policy = replace(stats[-1], ref_kl=float(reduced[4]))
+        return with_off_policy(on_policy, off_policy, corrected, weight_sum, truncated, total)
 
     def _all_reduce(self, values: torch.Tensor) -> torch.Tensor:
         if self.world_size == 1:

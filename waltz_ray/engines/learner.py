@@ -15,7 +15,7 @@ import torch
 
 from waltz_ray.config import AlgorithmConfig, LearnerConfig
 from waltz_ray.core.advantages import check_kl_estimator, estimator_spec
-from waltz_ray.core.losses import entropy_from_logits, micro_batch_loss, token_logprobs
+from waltz_ray.core.losses import entropy_from_logits, micro_batch_loss, off_policy_summary, token_logprobs
 from waltz_ray.types import Completion
 
 LEARNER_STATE = "learner.pt"  # optimizer state and policy version next to the policy's Hugging Face files
@@ -80,6 +80,37 @@ def behaviour_logprobs(
             start = len(c.prompt_token_ids) - 1
             mask[row, start : start + len(c.token_ids)] = 1.0
     return logp, mask
+
+
+@dataclass(frozen=True)
+class OffPolicy:
+    """Stale samples for an on-policy single-epoch update to reweight on its own forward pass (``update(...,
+    off_policy=...)``): each token where ``stale_mask`` is 1 gets its advantage multiplied by
+    min(exp(logp - behaviour_logp), cap), with logp the update's pre-step log-probs, as a separate scoring pass of the
+    current policy would give them (``AgentUpdate.off_policy_weights``) but without that pass.
+
+    behaviour_logp: the generators' own token log-probs [B, L-1] (``behaviour_logprobs``); stale_mask: [B, L-1], 1 on
+    the action tokens to correct; cap: the weight's upper bound (``algorithm.off_policy_is_cap``). Rows are taken like
+    the batch's (``rows``), by a slice or an index tensor, so micro-batches and data-parallel shards get theirs."""
+
+    behaviour_logp: torch.Tensor
+    stale_mask: torch.Tensor
+    cap: float
+
+    def __post_init__(self) -> None:
+        if self.behaviour_logp.shape != self.stale_mask.shape:
+            raise ValueError(
+                f"behaviour_logp {tuple(self.behaviour_logp.shape)} and stale_mask {tuple(self.stale_mask.shape)} "
+                "shapes differ"
+            )
+        if self.cap < 1.0:
+            raise ValueError(f"importance weight cap must be >= 1 (got {self.cap})")
+
+    def rows(self, index: slice | torch.Tensor) -> OffPolicy:
+        return OffPolicy(self.behaviour_logp[index], self.stale_mask[index], self.cap)
+
+    def to(self, device: Any) -> OffPolicy:
+        return OffPolicy(self.behaviour_logp.to(device), self.stale_mask.to(device), self.cap)
 
 
 def rollout_reference_logprobs(completions: Sequence[Completion], width: int) -> torch.Tensor | None:
@@ -164,6 +195,50 @@ class UpdateStats:
     lr: float
     skipped: bool = False
     ref_kl: float = float("nan")  # mean per-token KL to the reference before the step (on-policy updates only)
+    # Importance weighting on the update's own forward pass (``update(..., off_policy=...)`` only; NaN otherwise):
+    # the share of the batch's action tokens corrected, their mean weight and the share of them the cap truncated.
+    offpolicy_token_fraction: float = float("nan")
+    offpolicy_is_weight_mean: float = float("nan")
+    offpolicy_is_truncated: float = float("nan")
+
+
+def check_update_arguments(old_logp: torch.Tensor | None, off_policy: OffPolicy | None, ppo_epochs: int) -> None:
+    """What every learner's ``update`` refuses: an on-policy update (``old_logp`` None) over more than one epoch,
+    and importance weighting on the update's forward pass when that pass is not the pre-update policy."""
+    if old_logp is None and ppo_epochs != 1:
+        raise ValueError("old_logp may be omitted only for a single-epoch update (algorithm.ppo_epochs: 1)")
+    if off_policy is not None and old_logp is not None:
+        raise ValueError(
+            "off_policy is for an on-policy update (old_logp None), whose forward pass gives the pre-update "
+            "log-probs; with old_logp given, weight the advantages before the update"
+        )
+
+
+def importance_inputs(off_policy: OffPolicy | None, index: slice | torch.Tensor, device: Any = None) -> dict[str, Any]:
+    """``micro_batch_loss``'s importance-weighting keywords for the rows ``index`` (none without ``off_policy``)."""
+    if off_policy is None:
+        return {}
+    part = off_policy.rows(index)
+    if device is not None:
+        part = part.to(device)
+    return {"behaviour_logp": part.behaviour_logp, "stale_mask": part.stale_mask, "is_cap": part.cap}
+
+
+def with_off_policy(
+    stats: UpdateStats,
+    off_policy: OffPolicy | None,
+    corrected: float,
+    weight_sum: float,
+    truncated: float,
+    num_tokens: float,
+) -> UpdateStats:
+    """``stats`` with the ``offpolicy_*`` figures of the batch's totals when the update reweighted stale tokens."""
+    if off_policy is None:
+        return stats
+    fraction, mean, truncated_share = off_policy_summary(corrected, weight_sum, truncated, num_tokens)
+    return replace(
+        stats, offpolicy_token_fraction=fraction, offpolicy_is_weight_mean=mean, offpolicy_is_truncated=truncated_share
+    )
 
 
 class TorchLearner:
@@ -202,17 +277,20 @@ class TorchLearner:
         old_logp: torch.Tensor | None,
         ref_logp: torch.Tensor | None,
         advantages: torch.Tensor,
+        off_policy: OffPolicy | None = None,
     ) -> UpdateStats:
         """PPO-clipped policy-gradient epochs over the batch; one optimizer step per epoch (gradient accumulation).
 
         ``old_logp`` None: an on-policy single-epoch update, whose old log-probs are the update's own (detached), as
-        a separate scoring pass would give them; ``ref_kl`` then reports the batch's KL to the reference."""
-        if old_logp is None and self.algorithm.ppo_epochs != 1:
-            raise ValueError("old_logp may be omitted only for a single-epoch update (algorithm.ppo_epochs: 1)")
+        a separate scoring pass would give them; ``ref_kl`` then reports the batch's KL to the reference.
+        ``off_policy`` (only with ``old_logp`` None): the stale tokens' advantages are reweighted by truncated
+        importance weights computed from those same log-probs, and the ``offpolicy_*`` stats report them."""
+        check_update_arguments(old_logp, off_policy, self.algorithm.ppo_epochs)
         self.policy.train()
         total = batch.num_tokens
         stats: list[UpdateStats] = []
         ref_kl = 0.0
+        corrected, weight_sum, truncated = 0.0, 0.0, 0.0
         for _ in range(self.algorithm.ppo_epochs):
             self.optimizer.zero_grad(set_to_none=True)
             loss_sum, clip, approx, ent = 0.0, 0.0, 0.0, 0.0
@@ -234,10 +312,14 @@ class TorchLearner:
                     kl_estimator=self.kl_estimator,
                     kl_coef=self.algorithm.kl_coef,
                     num_tokens=total,
+                    **importance_inputs(off_policy, index),
                 )
                 loss.backward()
                 if old_logp is None:
                     ref_kl += micro.ref_kl
+                corrected += micro.offpolicy_tokens
+                weight_sum += micro.offpolicy_weight_sum
+                truncated += micro.offpolicy_truncated
                 loss_sum += micro.loss
                 clip += micro.clip_fraction
                 approx += micro.approx_kl
@@ -245,7 +327,9 @@ class TorchLearner:
             stats.append(self._step(loss_sum, clip, approx, ent))
         self.policy.eval()
         self.policy_version += 1
-        return replace(stats[-1], ref_kl=ref_kl) if old_logp is None else stats[-1]
+        if old_logp is not None:
+            return stats[-1]
+        return with_off_policy(replace(stats[-1], ref_kl=ref_kl), off_policy, corrected, weight_sum, truncated, total)
 
     def _step(self, loss: float, clip: float, approx: float, entropy: float) -> UpdateStats:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.learner.grad_clip))
@@ -322,8 +406,9 @@ class LearnerHost:
         old_logp: torch.Tensor | None,
         ref_logp: torch.Tensor | None,
         advantages: torch.Tensor,
+        off_policy: OffPolicy | None = None,
     ) -> UpdateStats:
-        return self._ready().update(batch, old_logp, ref_logp, advantages)  # type: ignore[no-any-return]
+        return self._ready().update(batch, old_logp, ref_logp, advantages, off_policy)  # type: ignore[no-any-return]
 
     def state_dict_for_sync(self) -> dict[str, torch.Tensor]:
         return self._ready().state_dict_for_sync()  # type: ignore[no-any-return]

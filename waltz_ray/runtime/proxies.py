@@ -207,8 +207,10 @@ class RemoteLearnerGroup:
     def logprobs(self, batch: Any, with_reference: bool = True, with_policy: bool = True) -> tuple[Any, Any]:
         return self._call("logprobs", batch, with_reference, with_policy)[0]  # type: ignore[no-any-return]
 
-    def update(self, batch: Any, old_logp: Any, ref_logp: Any, advantages: Any) -> Any:
-        stats = self._call("update", batch, old_logp, ref_logp, advantages)[0]
+    def update(self, batch: Any, old_logp: Any, ref_logp: Any, advantages: Any, off_policy: Any = None) -> Any:
+        """Every rank gets the whole batch and the whole tensors (``off_policy`` too); a DeepSpeed rank takes its
+        own rows of each."""
+        stats = self._call("update", batch, old_logp, ref_logp, advantages, off_policy)[0]
         self.policy_version += 1
         return stats
 
