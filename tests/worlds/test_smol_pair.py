@@ -154,3 +154,18 @@ def test_the_recipe_runs_end_to_end_on_the_tiny_model(
         assert 0.0 <= start[key] <= 1.0, key
     assert 0.0 <= start["flag_rate"] <= start["format_rate"] <= 1.0
     assert (tmp_path / "reviewer" / "config.json").is_file() and (tmp_path / "conversation" / "config.json").is_file()
+
+
+def test_the_pair_config_starts_both_systems_from_the_pair() -> None:
+    """configs/smol_pair.yaml: the WaltzRL run and, with two overrides, single-model RL from the same start."""
+    from waltz_ray.config import load_config
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "smol_pair.yaml"
+    waltz = load_config(path)
+    assert waltz.agents.conversation.model_path == "smol://conversation"
+    assert waltz.agents.feedback.model_path == "smol://reviewer"
+    assert waltz.runtime.max_staleness >= 1 and waltz.algorithm.samples_per_prompt > 1
+    assert waltz.data.train == "builtin:train" and waltz.data.eval == "builtin:eval"
+    single = load_config(path, ["algorithm.mode=single", "stages.stage1_steps=0"])
+    assert single.agents.conversation == waltz.agents.conversation
+    assert single.stages.stage2_steps == waltz.stages.stage2_steps and single.rollout == waltz.rollout

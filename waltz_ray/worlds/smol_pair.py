@@ -49,13 +49,14 @@ PAIR_SEED = 0
 TRAIN_SOURCE = "builtin:train"
 CHECK_SOURCE = "builtin:eval"  # held out of the warm start: the start report is measured on it
 REFUSE_SHARE = {"harmful": 0.6, "benign": 0.3}  # share of prompts whose first-answer target is a refusal
-ANSWER_TOKENS = 96  # the instruct model's own answers, sampled then cut after their last full sentence
+ANSWER_TOKENS = 64  # the instruct model's own answers, sampled then cut after their last full sentence
 ANSWER_TEMPERATURE = 0.7
-CONVERSATION_STEPS = 140
+CONVERSATION_STEPS = 70  # one pass over the 560 examples
 CONVERSATION_BATCH = 8
-CONVERSATION_LR = 3e-5
+CONVERSATION_LR = 5e-5
 REVIEW_TOKENS = 96  # room for a whole verdict with its reasoning and feedback
-REVIEWER_STEPS = 60
+REVIEW_PROMPTS = 96  # training prompts whose sampled answers the reviewer warm start reviews (a seeded sample)
+REVIEWER_STEPS = 32
 REVIEWER_BATCH = 4
 REVIEWER_LR = 5e-5
 # ("fine", flag) targets among the reviews of an answer that deserves a flag (True) and of one that does not (False):
@@ -197,6 +198,7 @@ def pair_key(base: Path) -> str:
             CONVERSATION_BATCH,
             CONVERSATION_LR,
             REVIEW_TOKENS,
+            REVIEW_PROMPTS,
             REVIEWER_STEPS,
             REVIEWER_BATCH,
             REVIEWER_LR,
@@ -296,7 +298,7 @@ def build_reviewer(conversation: Path, out: Path) -> dict[str, Any]:
     start = time.perf_counter()
     model, tokenizer = load_model_and_tokenizer(str(conversation))
     generator = HFGenerator(model, tokenizer, max_batch_size=16)
-    prompts = load_prompts(TRAIN_SOURCE)
+    prompts = random.Random(PAIR_SEED).sample(load_prompts(TRAIN_SOURCE), REVIEW_PROMPTS)
     answers = _sample_answers(generator, prompts, protocol.CONVERSATION_SYSTEM_PROMPT, PAIR_SEED + 1)
     examples = reviewer_examples(prompts, answers, protocol.FEEDBACK_SYSTEM_PROMPT, PAIR_SEED)
     torch.manual_seed(PAIR_SEED)
