@@ -113,6 +113,16 @@ with engine:
     res["sampled_other_seed"] = dump(engine.generate(chats, GenerationParams(24, 0.7, 1.0, seed=8)))
     res["sampled_hf_logprobs"] = teacher_forced(hf, first, sampled.temperature)
 
+    # Seeded sampling over more prompt tokens than one engine step takes (24 prompts of about 200 tokens, the number
+    # first so that no prefix-cache hits shrink them): with chunked prefill vLLM 0.32 rewinds a split request's CPU
+    # generator and dies ("CPU Generator does not use offset").
+    long_chats = [[{"role": "user", "content": f"{i} " + " ".join(["bread salt yeast"] * 22)}] for i in range(24)]
+    res["long_prompt_tokens"] = [len(engine.tokenizer(engine.tokenizer.apply_chat_template(
+        c, tokenize=False, add_generation_prompt=True), add_special_tokens=False)["input_ids"]) for c in long_chats]
+    res["long_seeded"] = dump(engine.generate(long_chats, GenerationParams(16, 1.0, 1.0, seed=3)))
+    scheduler = engine.llm.llm_engine.vllm_config.scheduler_config
+    res["chunked_prefill"] = [scheduler.enable_chunked_prefill, scheduler.max_num_batched_tokens]
+
     # Perturb every weight except the tied lm_head (it is the embedding), then push HF's full state_dict.
     gen = torch.Generator().manual_seed(123)
     state = {k: v + 0.05 * torch.randn(v.shape, generator=gen) for k, v in hf.model.state_dict().items()
@@ -236,6 +246,14 @@ class TestVLLMScenario:
         for ours, reference in zip(scenario["sampled"], scenario["sampled_hf_logprobs"], strict=True):
             assert ours["logprobs"] == pytest.approx(reference, abs=1e-3)
 
+    def test_seeded_batches_longer_than_a_step_are_generated_whole(self, scenario: dict[str, Any]) -> None:
+        lengths = scenario["long_prompt_tokens"]
+        enabled, budget = scenario["chunked_prefill"]
+        assert not enabled and budget >= scenario["max_model_len"]
+        assert sum(lengths) > budget and max(lengths) + 16 <= scenario["max_model_len"]  # several steps, no split
+        assert len(scenario["long_seeded"]) == 24
+        assert all(c["error"] is None and c["ids"] for c in scenario["long_seeded"])
+
     def test_weight_sync(self, scenario: dict[str, Any]) -> None:
         assert _ids(scenario["greedy_v1"]) != _ids(scenario["greedy"])
         assert _ids(scenario["greedy_v1"]) == _ids(scenario["hf_greedy_v1"])
@@ -272,3 +290,16 @@ def test_checkpoint_files(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"no \*\.safetensors"):
         checkpoint_files(tmp_path / "empty")
+
+
+def test_cpu_engines_schedule_whole_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the CPU backend chunked prefill is off and the step budget holds a whole prompt; elsewhere, or when the
+    caller set ``enable_chunked_prefill``, nothing changes."""
+    monkeypatch.setattr(vllm_engine, "_on_cpu", lambda vllm: True)
+    settings = vllm_engine.cpu_prefill_settings
+    assert settings(None, {"max_model_len": 1024}) == {"enable_chunked_prefill": False, "max_num_batched_tokens": 2048}
+    assert settings(None, {"max_model_len": 8192, "max_num_batched_tokens": 4096})["max_num_batched_tokens"] == 8192
+    assert settings(None, {"max_model_len": 512, "max_num_batched_tokens": 16384})["max_num_batched_tokens"] == 16384
+    assert settings(None, {"max_model_len": 1024, "enable_chunked_prefill": True}) == {}
+    monkeypatch.setattr(vllm_engine, "_on_cpu", lambda vllm: False)
+    assert settings(None, {"max_model_len": 1024}) == {}

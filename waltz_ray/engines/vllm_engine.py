@@ -64,6 +64,30 @@ def import_vllm() -> Any:
     return vllm
 
 
+def cpu_prefill_settings(vllm: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Engine settings that keep seeded sampling working on vLLM's CPU backend: no chunked prefill, and a token
+    budget that holds any whole prompt (``max_num_batched_tokens`` at least ``max_model_len``). Empty on other
+    platforms, or when the caller chose ``enable_chunked_prefill`` itself.
+
+    With chunked prefill, a request whose prompt is split over engine steps has the tokens sampled in its partial
+    steps thrown away, and vLLM (0.32) rewinds that request's seeded generator with ``Generator.set_offset``, which a
+    CPU generator does not have: ``RuntimeError: CPU Generator does not use offset`` kills the engine. Training
+    requests are always seeded, and a batch of long review prompts (32 verdicts on SmolLM2 answers) overflows the
+    default budget, so a CPU engine schedules whole prompts instead."""
+    if "enable_chunked_prefill" in kwargs or not _on_cpu(vllm):
+        return {}
+    budget = max(int(kwargs.get("max_num_batched_tokens") or 0), int(kwargs.get("max_model_len") or 0), 2048)
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": budget}
+
+
+def _on_cpu(vllm: Any) -> bool:
+    try:
+        from vllm.platforms import current_platform
+    except ImportError:
+        return False
+    return bool(getattr(current_platform, "is_cpu", lambda: False)())
+
+
 def weight_keys_of(config: Any) -> WeightKeys | None:
     """The Hugging Face state-dict keys and shapes of the model ``config`` describes, from a meta-device copy (no
     memory is allocated): what a weight sync must bring. None (with a warning) when transformers cannot build the
@@ -155,6 +179,7 @@ class VLLMGenerator:
         if tensor_parallel_size == 1:
             kwargs["distributed_executor_backend"] = "uni"
         kwargs.update(engine_kwargs)
+        kwargs.update(cpu_prefill_settings(vllm, kwargs))
         start = time.perf_counter()
         self.llm: Any = vllm.LLM(**kwargs)
         self.startup_seconds = time.perf_counter() - start
