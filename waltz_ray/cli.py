@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         try:
             if args.pair:
-                print("\n".join(str(path) for path in init_smol_pair(force=args.force)))
+                print("\n".join(str(path) for path in init_smol_pair(init_smol(), force=args.force)))
             else:
                 print((init_smol_feedback if args.feedback else init_smol)(force=args.force))
         except SmolUnavailableError as exc:

@@ -101,7 +101,7 @@ def resolve_smol_path(path: str) -> str:
     if name in ("conversation", "reviewer"):
         from waltz_ray.worlds.smol_pair import init_smol_pair
 
-        conversation, reviewer = init_smol_pair()
+        conversation, reviewer = init_smol_pair(init_smol())
         return str(conversation if name == "conversation" else reviewer)
     return str(init_smol_feedback() if name == "feedback" else init_smol())
 

@@ -212,11 +212,9 @@ def pair_key(base: Path) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def init_smol_pair(force: bool = False) -> tuple[Path, Path]:
-    """``(smol://conversation, smol://reviewer)``, each built once (the reviewer on top of the conversation agent)."""
-    from waltz_ray.worlds.smol import init_smol
-
-    base = init_smol()
+def init_smol_pair(base: Path, force: bool = False) -> tuple[Path, Path]:
+    """``(smol://conversation, smol://reviewer)`` from the instruct checkpoint ``base`` (``init_smol()``), each built
+    once (the reviewer on top of the conversation agent)."""
     key = pair_key(base)
     conversation, built = build_once(
         cache_root() / "smol-conversation" / key, lambda out: build_conversation(base, out), force
