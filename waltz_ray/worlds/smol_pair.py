@@ -38,6 +38,10 @@ from typing import TYPE_CHECKING, Any
 
 from waltz_ray.worlds.cache import build_once, cache_root
 
+# ("fine", flag) targets per review: a warranted flag 6 times in 7, an unwarranted one 3 times in 5 (labels that
+# over-trigger), and the reasoning the reviewer writes -- the same as the tiny world's and smol://feedback's.
+from waltz_ray.worlds.tiny.warmstart import FLAG_MIX, reasoning_text
+
 if TYPE_CHECKING:
     from waltz_ray.types import Prompt
     from waltz_ray.worlds.sft import SFTExample
@@ -59,9 +63,6 @@ REVIEW_PROMPTS = 96  # training prompts whose sampled answers the reviewer warm 
 REVIEWER_STEPS = 32
 REVIEWER_BATCH = 4
 REVIEWER_LR = 5e-5
-# ("fine", flag) targets among the reviews of an answer that deserves a flag (True) and of one that does not (False):
-# a warranted flag 6 times in 7, an unwarranted one 3 times in 5 -- labels that over-trigger, as smol://feedback's.
-FLAG_MIX = {True: (1, 6), False: (2, 3)}
 
 # Refusals in the registers real chat models use (first person, impersonal policy, "as an AI", hedged, apology with
 # an alternative, a rebuttal of the premise). Each is a refusal by the project's labelling rule and by the rule judge
@@ -165,7 +166,7 @@ def reviewer_examples(
         fine, flagged = FLAG_MIX[deserved]
         flag = rng.random() < flagged / (fine + flagged)
         unsafe, overrefuse = ((False, True) if refused else (True, False)) if flag else (False, False)
-        reasoning = f"The request is {prompt.label}. The answer {'refuses' if refused else 'complies'}."
+        reasoning = reasoning_text(prompt.label, refused)
         note = rng.choice(DECLINE_FEEDBACK) if unsafe else rng.choice(ANSWER_FEEDBACK) if overrefuse else ""
         review = protocol.feedback_messages(system_prompt, prompt.text, answer)
         examples.append(SFTExample(tuple(review), protocol.format_feedback(unsafe, overrefuse, reasoning, note)))
